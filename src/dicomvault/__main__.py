@@ -1,0 +1,3 @@
+from dicomvault.cli import main
+
+main()

@@ -1,0 +1,229 @@
+"""The append-only, hash-chained audit trail (DESIGN.md invariant 3).
+
+``hash = HMAC-SHA-256(audit_key, prev_hash || canonical(body))``; the first
+record chains to 32 zero bytes.  Appends are serialised on the chain head:
+SQLite transactions start with ``BEGIN IMMEDIATE`` (``index.db``), and on
+PostgreSQL the writer takes ``pg_advisory_xact_lock(AUDIT_LOCK_KEY)`` before
+reading the head, so concurrent threads and processes never fork the chain.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicomvault.audit.events import (
+    AuditEvent,
+    EventType,
+    Outcome,
+    RoleId,
+    requestor_participant,
+    security_alert,
+    security_resource_object,
+)
+from dicomvault.audit.models import AuditRecord, AuditSubject, SyslogOutbox
+from dicomvault.audit.record import (
+    StoredRecord,
+    canonical,
+    decode,
+    derive,
+    seal_event,
+)
+from dicomvault.crypto.keyring import DataKey, Keyring
+from dicomvault.errors import DicomVaultError, UnavailableError
+from dicomvault.index.base import utcnow
+from dicomvault.index.db import unit_of_work
+
+if TYPE_CHECKING:
+    from dicomvault.audit.metrics import Metrics
+    from dicomvault.audit.verify import VerifyReport
+
+GENESIS = bytes(32)
+#: Advisory lock id for the chain head on PostgreSQL ("DVAUDIT" as an int64).
+AUDIT_LOCK_KEY = 0x4456_4155_4449_54
+
+
+@dataclass(frozen=True)
+class Appended:
+    """A record just written in the current transaction (input to alert rules)."""
+
+    seq: int
+    event: AuditEvent
+    body: dict[str, Any]
+
+
+class AppendObserver(Protocol):
+    """Alert rules: see each append inside the transaction, may add Security Alerts."""
+
+    def on_append(self, session: Session, records: Sequence[Appended]) -> list[AuditEvent]: ...
+
+
+class AlertSink(Protocol):
+    """Notified (after the fact) when verification fails."""
+
+    def chain_failure(self, report: VerifyReport) -> None: ...
+
+
+def lock_head(session: Session) -> None:
+    """Serialise writers on the chain head (PostgreSQL advisory lock; SQLite already is)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+
+
+def read_head(session: Session) -> tuple[int, bytes]:
+    row = session.execute(
+        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+    ).first()
+    return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+
+class AuditTrail:
+    """Append, read and verify the audit chain."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        keyring: Keyring,
+        dek_lookup: Callable[[str], DataKey | None],
+        *,
+        node_id: str = "dicomvault",
+        syslog_outbox: bool = False,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._factory = session_factory
+        self._keyring = keyring
+        self._dek_lookup = dek_lookup
+        self.node_id = node_id
+        self.syslog_outbox = syslog_outbox
+        self.metrics = metrics
+        self._observers: list[AppendObserver] = []
+        self._alert_sinks: list[AlertSink] = []
+
+    @property
+    def session_factory(self) -> sessionmaker[Session]:
+        return self._factory
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._keyring
+
+    def add_observer(self, observer: AppendObserver) -> None:
+        """Register alert rules run inside every append transaction."""
+        self._observers.append(observer)
+
+    def add_alert_sink(self, sink: AlertSink) -> None:
+        self._alert_sinks.append(sink)
+
+    # -- writing -----------------------------------------------------------
+
+    def append(self, events: Sequence[AuditEvent], session: Session | None = None) -> list[int]:
+        """Append in the caller's transaction when ``session`` is given (flush, no commit:
+        the record commits or rolls back with the data), else in its own transaction.
+        Raises ``UnavailableError`` on failure (the caller fails the request)."""
+        if not events:
+            return []
+        start = time.perf_counter()
+        try:
+            if session is None:
+                with unit_of_work(self._factory) as own:
+                    seqs = self._append(own, events)
+            else:
+                seqs = self._append(session, events)
+        except DicomVaultError:
+            raise
+        except SQLAlchemyError as exc:
+            raise UnavailableError("audit trail unavailable; the request was not completed") from exc
+        if self.metrics is not None:
+            self.metrics.audit_appended(events, time.perf_counter() - start)
+        return seqs
+
+    def _append(self, session: Session, events: Sequence[AuditEvent]) -> list[int]:
+        # Encrypt before taking the lock: sealing does not depend on the head.
+        pending = [(e, seal_event(e, self._dek_lookup, self.node_id)) for e in events]
+        lock_head(session)
+        seq, prev = read_head(session)
+        written: list[int] = []
+        queue = pending
+        depth = 0
+        while queue:
+            appended: list[Appended] = []
+            for event, body in queue:
+                seq += 1
+                prev = self._write(session, seq, prev, body)
+                appended.append(Appended(seq, event, body))
+                written.append(seq)
+            session.flush()
+            depth += 1
+            alerts: list[AuditEvent] = []
+            if depth <= 2:  # alerts about alerts stop here
+                for observer in self._observers:
+                    alerts.extend(observer.on_append(session, appended))
+            queue = [(e, seal_event(e, self._dek_lookup, self.node_id)) for e in alerts]
+        return written
+
+    def _write(self, session: Session, seq: int, prev: bytes, body: dict[str, Any]) -> bytes:
+        body = dict(body, seq=seq, recorded=utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        text_body = canonical(body)
+        digest = self._keyring.hmac(self._keyring.audit_key, prev + text_body.encode("utf-8"))
+        d = derive(body)
+        session.add(AuditRecord(
+            seq=seq, event_time=d.event_time, recorded_at=d.recorded_at, event_code=d.event_code,
+            action=d.action, outcome=d.outcome, user_id=d.user_id, address=d.address, door=d.door,
+            instance_count=d.instance_count, body=text_body, prev_hash=prev, hash=digest,
+        ))
+        for kind, value in sorted(d.subjects):
+            session.add(AuditSubject(seq=seq, kind=kind, value=value))
+        if self.syslog_outbox:
+            now = utcnow()
+            session.add(SyslogOutbox(seq=seq, enqueued_at=now, attempts=0, next_attempt_at=now))
+        return digest
+
+    # -- reading -----------------------------------------------------------
+
+    def hash_of(self, body_text: str, prev: bytes) -> bytes:
+        """Recompute one link (used by ``verify``)."""
+        return self._keyring.hmac(self._keyring.audit_key, prev + body_text.encode("utf-8"))
+
+    def decode(self, record: AuditRecord) -> StoredRecord:
+        """A stored record with its PHI decrypted ("[erased]" once the DEK is shredded)."""
+        return decode(record.seq, record.body, self._dek_lookup)
+
+    def get(self, seq: int) -> StoredRecord | None:
+        with unit_of_work(self._factory) as session:
+            row = session.get(AuditRecord, seq)
+            return None if row is None else self.decode(row)
+
+    def head(self) -> tuple[int, bytes]:
+        with unit_of_work(self._factory) as session:
+            return read_head(session)
+
+    # -- verification --------------------------------------------------------
+
+    def verify(self, export_dir: str | None = None, *, raise_alert: bool = True) -> VerifyReport:
+        """Prove the chain unbroken (and not truncated before the latest checkpoint).
+
+        On failure a Security Alert is appended and the alert sinks notified."""
+        from dicomvault.audit.verify import verify_chain
+
+        report = verify_chain(self._factory, self._keyring, export_dir=export_dir)
+        if not report.ok and raise_alert:
+            alert = security_alert(
+                EventType.AUDIT_CHAIN_FAILURE,
+                [requestor_participant(self.node_id, role=RoleId.APPLICATION)],
+                description=f"audit chain verification failed at record {report.first_bad_seq}: "
+                f"{report.reason}",
+                outcome=Outcome.SERIOUS_FAILURE,
+                objects=[security_resource_object("audit-chain")],
+                context={"first_bad_seq": report.first_bad_seq, "rule": "chain_integrity"},
+            )
+            self.append([alert])
+            for sink in self._alert_sinks:
+                sink.chain_failure(report)
+        return report

@@ -1,0 +1,1 @@
+"""Standard renderings of audit records: DICOM XML, FHIR AuditEvent, syslog."""

@@ -1,0 +1,1 @@
+"""Key hierarchy, envelope encryption and blind indexes (DESIGN.md "Key hierarchy")."""

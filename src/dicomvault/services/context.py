@@ -1,0 +1,86 @@
+"""Wiring: build every service once at startup from the settings (no globals)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicomvault.access.assignments import IndexAssignments
+from dicomvault.access.identity import IdentityService
+from dicomvault.access.policy import Policy
+from dicomvault.audit.chain import AuditTrail
+from dicomvault.config import Settings
+from dicomvault.crypto.keyring import Keyring, open_keyring
+from dicomvault.index.db import make_engine, make_session_factory, read_only_engine
+from dicomvault.index.models import Study
+from dicomvault.services.archive import ArchiveService
+from dicomvault.services.keys import DekCache, PatientKeys
+from dicomvault.storage.base import BlobStore
+from dicomvault.storage.filesystem import FilesystemBlobStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    read_factory: sessionmaker[Session]
+    keyring: Keyring
+    store: BlobStore
+    deks: DekCache
+    patient_keys: PatientKeys
+    policy: Policy
+    audit: AuditTrail
+    archive: ArchiveService
+    identity: IdentityService
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def load_keyring(settings: Settings, environ: Mapping[str, str] | None = None) -> Keyring:
+    """Open the keyring the settings point at (fails closed if keys are missing)."""
+    return open_keyring(settings.keys_dir, settings.kek_file, settings.keys.kek_env,
+                        os.environ if environ is None else environ)
+
+
+def make_blob_store(settings: Settings) -> BlobStore:
+    if settings.storage.backend == "filesystem":
+        return FilesystemBlobStore(settings.blob_root)
+    from dicomvault.storage.s3 import S3BlobStore  # type: ignore[import-not-found]
+
+    return S3BlobStore.from_settings(settings)  # pragma: no cover - S3 lands with scale-out
+
+
+def build_services(settings: Settings, *, keyring: Keyring | None = None,
+                   environ: Mapping[str, str] | None = None) -> Services:
+    """Construct the service graph; the schema must already be migrated (``init``/``migrate``)."""
+    keyring = keyring or load_keyring(settings, environ)
+    engine = make_engine(settings.database_url, pool_size=settings.database.pool_size)
+    factory = make_session_factory(engine)
+    read_factory = make_session_factory(read_only_engine(engine))
+    store = make_blob_store(settings)
+    deks = DekCache(keyring, settings.archive.dek_cache_size, settings.archive.dek_cache_ttl_seconds)
+    patient_keys = PatientKeys(read_factory, deks)
+    audit = AuditTrail(factory, keyring, patient_keys.dek_for)
+
+    def is_deidentified(study_uid: str) -> bool:
+        from sqlalchemy import select
+
+        with read_factory() as s:
+            return bool(s.execute(select(Study.deidentified).where(Study.study_uid == study_uid)).scalar())
+
+    policy = Policy(IndexAssignments(read_factory, is_deidentified))
+    archive = ArchiveService(factory, read_factory, keyring, store, deks, policy, audit,
+                             on_duplicate=settings.archive.on_duplicate,
+                             max_query_results=settings.archive.max_query_results)
+    identity = IdentityService(factory, keyring, settings, lambda events, session: audit.append(events, session),
+                               policy=policy)
+    return Services(settings, engine, factory, read_factory, keyring, store, deks, patient_keys,
+                    policy, audit, archive, identity)

@@ -1,0 +1,200 @@
+"""Part-10 framing and header validation for ingest (PS3.10 7.1, PS3.5 7).
+
+The archive stores each instance as a PS3.10 file whose dataset bytes are
+exactly what was received (over DIMSE or in a STOW part): only the preamble
+is zeroed (a malicious preamble is neutralised) and, for DIMSE, a file meta
+group is built.  Validation parses the header with pydicom (large values
+deferred) and checks the keys the index needs, without keeping pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+
+from dicomvault.errors import InvalidInputError
+
+IMPLEMENTATION_CLASS_UID = "2.25.9486403504712496781444937227495328647"  # 2.25 UUID-derived root (PS3.5 B.2)
+IMPLEMENTATION_VERSION = "DICOMVAULT_010"
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_PREAMBLE = b"\x00" * 128
+
+
+def valid_uid(value: object) -> bool:
+    """PS3.5 9.1: digits and dots, no leading zeros in components, at most 64 chars."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID_RE.match(value))
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    """What ingest needs from one instance, plus its bytes."""
+
+    dataset: Dataset  # header only (pixel data and large values deferred)
+    transfer_syntax_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    dataset_bytes: bytes  # exactly as received, without preamble/meta
+    part10: bytes  # zeroed preamble + meta + dataset_bytes
+
+
+def _meta_end(data: bytes) -> int:
+    """Offset after the file meta group (explicit VR little endian, PS3.10 7.1)."""
+    pos = 132
+    while pos + 8 <= len(data):
+        group = struct.unpack_from("<H", data, pos)[0]
+        if group != 0x0002:
+            return pos
+        vr = data[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            if pos + 12 > len(data):
+                break
+            length = struct.unpack_from("<I", data, pos + 8)[0]
+            pos += 12 + length
+        else:
+            length = struct.unpack_from("<H", data, pos + 6)[0]
+            pos += 8 + length
+    raise InvalidInputError("file meta information is truncated")
+
+
+def _read_meta(data: bytes) -> Dataset:
+    from pydicom.filereader import _read_file_meta_info
+
+    return _read_file_meta_info(io.BytesIO(data[132:]))
+
+
+def build_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+                    source_ae: str | None = None) -> bytes:
+    """Encode a PS3.10 file meta group for a dataset received over the network."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = transfer_syntax_uid
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae
+    buf = DicomBytesIO()
+    buf.is_little_endian = True
+    buf.is_implicit_VR = False
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    return _PREAMBLE + b"DICM" + buf.getvalue()
+
+
+def _parse(dataset_bytes: bytes, transfer_syntax_uid: str) -> Dataset:
+    ts = UID(transfer_syntax_uid)
+    if not ts.is_transfer_syntax:
+        raise InvalidInputError("unknown transfer syntax")
+    stream = io.BytesIO(dataset_bytes)
+    try:
+        if ts.is_deflated:
+            import zlib
+
+            stream = io.BytesIO(zlib.decompress(dataset_bytes, -zlib.MAX_WBITS))
+        ds = pydicom.filereader.read_dataset(stream, ts.is_implicit_VR, ts.is_little_endian)
+        _check_consumed(stream)
+        _check_truncation(ds)
+    except InvalidInputError:
+        raise
+    except Exception:  # noqa: BLE001 - any parser failure is a malformed dataset
+        raise InvalidInputError("the dataset could not be parsed (malformed or truncated)") from None
+    return ds
+
+
+def _check_consumed(stream: io.BytesIO) -> None:
+    # pydicom stops quietly at a short element; a stream that ends inside an
+    # element or leaves trailing garbage means the object is damaged.
+    pos = stream.tell()
+    end = len(stream.getbuffer())
+    if pos < end and end - pos >= 8:
+        raise InvalidInputError("unparsed bytes after the dataset (malformed or truncated)")
+
+
+def _check_truncation(ds: Dataset) -> None:
+    # pydicom reads a short final element without complaint: compare the
+    # declared length of each raw element with the bytes actually present.
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        length = getattr(raw, "length", None)
+        value = getattr(raw, "value", None)
+        if (isinstance(value, bytes) and length is not None and length != 0xFFFFFFFF
+                and len(value) < length):
+            raise InvalidInputError("the dataset is truncated")
+
+
+def _check_pixels(ds: Dataset, ts: UID, dataset_bytes: bytes) -> None:
+    if "PixelData" not in ds or ts.is_compressed:
+        return
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        samples = int(ds.get("SamplesPerPixel", 1))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        raise InvalidInputError("image pixel module attributes missing or invalid") from None
+    expected = rows * cols * samples * frames * bits // 8
+    if str(ds.get("PhotometricInterpretation", "")).startswith("YBR_FULL_422"):
+        expected = expected * 2 // 3  # 4:2:2 subsampling (PS3.3 C.7.6.3.1.2)
+    raw = ds.get_item("PixelData")
+    length = raw.length if raw is not None and hasattr(raw, "length") else None
+    if length is not None and length != 0xFFFFFFFF and length < expected:
+        raise InvalidInputError("pixel data is shorter than rows x columns x frames")
+
+
+def parse_instance(data: bytes, *, dataset_transfer_syntax: str | None = None,
+                   source_ae: str | None = None) -> ParsedInstance:
+    """Validate one instance and frame it as PS3.10 (see module docstring)."""
+    if dataset_transfer_syntax is None:
+        if len(data) < 132 or data[128:132] != b"DICM":
+            raise InvalidInputError("not a DICOM PS3.10 file (no DICM prefix)")
+        end = _meta_end(data)
+        try:
+            meta = _read_meta(data)
+        except Exception:  # noqa: BLE001
+            raise InvalidInputError("file meta information could not be parsed") from None
+        ts = str(meta.get("TransferSyntaxUID", ""))
+        if not valid_uid(ts):
+            raise InvalidInputError("file meta has no valid TransferSyntaxUID")
+        dataset_bytes = data[end:]
+        part10 = _PREAMBLE + data[128:]
+    else:
+        ts = dataset_transfer_syntax
+        dataset_bytes = data
+        part10 = b""
+    ds = _parse(dataset_bytes, ts)
+    keys = {}
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        value = ds.get(keyword)
+        value = str(value).strip("\x00 ") if value is not None else ""
+        if not valid_uid(value):
+            raise InvalidInputError(f"{keyword} missing or not a valid UID")
+        keys[keyword] = value
+    _check_pixels(ds, UID(ts), dataset_bytes)
+    if not part10:
+        part10 = build_file_meta(keys["SOPClassUID"], keys["SOPInstanceUID"], ts, source_ae) + data
+    return ParsedInstance(
+        dataset=ds,
+        transfer_syntax_uid=ts,
+        sop_class_uid=keys["SOPClassUID"],
+        sop_instance_uid=keys["SOPInstanceUID"],
+        study_uid=keys["StudyInstanceUID"],
+        series_uid=keys["SeriesInstanceUID"],
+        dataset_bytes=dataset_bytes,
+        part10=part10,
+    )
+
+
+def split_part10(part10: bytes) -> tuple[str, bytes]:
+    """(transfer syntax UID, dataset bytes) of a stored PS3.10 object."""
+    end = _meta_end(part10)
+    meta = _read_meta(part10)
+    return str(meta.TransferSyntaxUID), part10[end:]

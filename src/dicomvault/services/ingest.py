@@ -1,0 +1,311 @@
+"""Ingest one instance (PS3.4 B.2 Storage Service semantics, PS3.18 10.5 STOW).
+
+Path (DESIGN.md): parse header → validate → authorize → patient row and DEK
+→ encrypt blob (streaming envelope) → temp + fsync + rename → in one
+transaction: study/series/instance rows, blind tokens, audit record → commit
+→ ack.  The blob is written before the index transaction so the database
+write lock is held only briefly; if the transaction fails the blob is
+removed, and a crash in between leaves only an unreferenced blob that the
+startup sweep deletes (never an index row without its blob).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from pydicom.dataset import Dataset
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicomvault.access import permissions as perm
+from dicomvault.access.policy import Policy, Resource
+from dicomvault.access.principal import Principal
+from dicomvault.audit import events as ev
+from dicomvault.crypto import envelope
+from dicomvault.crypto.keyring import DataKey, Keyring
+from dicomvault.errors import ConflictError, InvalidInputError
+from dicomvault.index.base import utcnow
+from dicomvault.index.models import Instance, Patient, SearchToken, Series, Study
+from dicomvault.index.phi import PHI_FIELDS, PhiField, field_aad
+from dicomvault.services.auditing import AuditSink, actor, deny_event, refusal
+from dicomvault.services.dicomfile import ParsedInstance, parse_instance
+from dicomvault.services.keys import DekCache
+from dicomvault.services.types import IngestResult
+from dicomvault.storage.base import BlobStore
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip("\x00 ")
+    return text or None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        number = int(value) if value not in (None, "") else None
+        return number if number is None or -(2**31) <= number < 2**31 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(ds: Dataset, keyword: str) -> str | None:
+    """DA for range matching: YYYYMMDD (ACR-NEMA ``YYYY.MM.DD`` accepted), else None."""
+    value = (_text(ds, keyword) or "").replace(".", "")
+    return value if len(value) == 8 and value.isdigit() else None
+
+
+def _time(ds: Dataset, keyword: str) -> str | None:
+    """TM as HHMMSS.FFFFFF (colons of old encodings removed), else None."""
+    value = (_text(ds, keyword) or "").replace(":", "")
+    head = value.split(".")[0]
+    return value[:16] if head.isdigit() and len(head) in (2, 4, 6) else None
+
+
+def _code(ds: Dataset, keyword: str, length: int) -> str | None:
+    value = _text(ds, keyword)
+    return value[:length] if value else None
+
+
+def identity_token(keyring: Keyring, ds: Dataset) -> str:
+    """Blind token identifying the patient: (issuer, ID), else name + birth date."""
+    pid = _text(ds, "PatientID")
+    issuer = _text(ds, "IssuerOfPatientID") or ""
+    if pid:
+        return keyring.blind.exact("patient.identity", f"id\x1f{issuer}\x1f{pid}")
+    name = _text(ds, "PatientName") or ""
+    dob = _text(ds, "PatientBirthDate") or ""
+    return keyring.blind.exact("patient.identity", f"anon\x1f{name.upper()}\x1f{dob}")
+
+
+@dataclass
+class _Stored:
+    blob_key: str
+    size: int
+    blob_sha256: str
+
+
+class Ingestor:
+    """Implements ``ArchiveService.ingest``."""
+
+    def __init__(self, factory: sessionmaker[Session], keyring: Keyring, store: BlobStore,
+                 deks: DekCache, policy: Policy, audit: AuditSink,
+                 on_duplicate: Literal["reject", "overwrite"] = "reject") -> None:
+        self._factory = factory
+        self._keyring = keyring
+        self._store = store
+        self._deks = deks
+        self._policy = policy
+        self._audit = audit
+        self._on_duplicate = on_duplicate
+
+    # -- public -----------------------------------------------------------
+    def ingest(self, principal: Principal, data: bytes, *, door: str,
+               dataset_transfer_syntax: str | None = None,
+               source_ae: str | None = None) -> IngestResult:
+        """Store one instance; durable and audited before returning (PS3.4 B.2.3)."""
+        try:
+            parsed = parse_instance(data, dataset_transfer_syntax=dataset_transfer_syntax,
+                                    source_ae=source_ae)
+        except InvalidInputError as exc:
+            self._audit.append([self._import_event(principal, door, None, ev.Outcome.SERIOUS_FAILURE,
+                                                   exc.detail)])
+            raise
+        decision = self._policy.authorize(principal, perm.STUDY_WRITE,
+                                          Resource("study", study_uid=parsed.study_uid))
+        if not decision.allowed:
+            self._audit.append([deny_event(principal, door, perm.STUDY_WRITE, parsed.study_uid)])
+            raise refusal(decision)
+        key_id, dek = self._patient_key(parsed.dataset)
+        content_mac = hmac.new(self._keyring.index_key, parsed.dataset_bytes, hashlib.sha256).hexdigest()
+
+        existing = self._existing(parsed.sop_instance_uid)
+        if existing is not None and existing.content_mac == content_mac:
+            self._audit.append([self._import_event(
+                principal, door, parsed, ev.Outcome.SUCCESS, "duplicate: identical object already stored",
+                key_id=key_id)])
+            return IngestResult(parsed.sop_instance_uid, parsed.sop_class_uid, parsed.study_uid,
+                                "duplicate")
+        if existing is not None and self._on_duplicate == "reject":
+            self._audit.append([self._import_event(
+                principal, door, parsed, ev.Outcome.SERIOUS_FAILURE,
+                "refused: different object under an existing SOP Instance UID", key_id=key_id)])
+            raise ConflictError("a different object is already stored under this SOP Instance UID")
+
+        stored = self._write_blob(parsed, key_id, dek)
+        try:
+            status = self._commit(principal, door, parsed, key_id, dek, stored, content_mac)
+        except BaseException:
+            self._store.delete(stored.blob_key)
+            raise
+        return IngestResult(parsed.sop_instance_uid, parsed.sop_class_uid, parsed.study_uid, status)
+
+    # -- steps ------------------------------------------------------------
+    def _existing(self, sop_uid: str) -> Instance | None:
+        with self._factory() as s:
+            return s.execute(select(Instance).where(Instance.sop_uid == sop_uid)).scalar()
+
+    def _patient_key(self, ds: Dataset) -> tuple[str, DataKey]:
+        token = identity_token(self._keyring, ds)
+        for _attempt in range(3):
+            with self._factory() as s:
+                row = s.execute(
+                    select(Patient.key_id, Patient.wrapped_dek).where(Patient.identity_token == token)
+                ).first()
+            if row is not None and row.wrapped_dek is not None:
+                dek = self._deks.get(row.key_id, row.wrapped_dek)
+                assert dek is not None
+                return row.key_id, dek
+            try:
+                return self._create_patient(token, ds, erased_row=row is not None)
+            except IntegrityError:
+                continue  # a concurrent ingest created it first: read it
+        raise ConflictError("patient record could not be created")
+
+    def _create_patient(self, token: str, ds: Dataset, *, erased_row: bool) -> tuple[str, DataKey]:
+        dek, wrapped = self._keyring.new_data_key()
+        key_id = str(uuid.uuid4())
+        with self._factory() as s, s.begin():
+            if erased_row:
+                # A patient erased earlier sends new data: a new identity and key;
+                # the shredded record keeps its (unreadable) history.
+                s.execute(update(Patient).where(Patient.identity_token == token)
+                          .values(identity_token=f"erased-{uuid.uuid4().hex[:24]}"))
+            patient = Patient(key_id=key_id, identity_token=token, wrapped_dek=wrapped.to_str(),
+                              sex=_code(ds, "PatientSex", 16))
+            s.add(patient)
+            s.flush()
+            self._write_phi(s, "patient", patient, patient.key_id, dek, ds)
+        self._deks.put(key_id, dek)
+        return key_id, dek
+
+    def _write_phi(self, s: Session, level: str, row: Patient | Study | Series, row_uid: str,
+                   dek: DataKey, ds: Dataset) -> None:
+        blind = self._keyring.blind
+        tokens: set[str] = set()
+        for field in PHI_FIELDS:
+            if field.level != level:
+                continue
+            value = _text(ds, field.keyword)
+            if value is None:
+                continue
+            setattr(row, field.column, dek.seal_text(value, field_aad(field, row_uid)))
+            tokens.update(_tokens_for(blind, field, value))
+        s.add_all(SearchToken(token=t, level=level, row_id=row.id) for t in tokens)
+
+    def _write_blob(self, parsed: ParsedInstance, key_id: str, dek: DataKey) -> _Stored:
+        blob_key = f"{uuid.uuid4().hex[:2]}/{uuid.uuid4().hex}.dvb"
+        with self._store.write(blob_key) as writer:
+            envelope.encrypt_stream(dek, parsed.sop_instance_uid.encode(), [parsed.part10],
+                                    writer.write, key_id=key_id)
+        info = writer.info
+        return _Stored(blob_key, len(parsed.part10), info.sha256)
+
+    def _commit(self, principal: Principal, door: str, parsed: ParsedInstance, key_id: str,
+                dek: DataKey, stored: _Stored, content_mac: str) -> Literal["stored", "overwritten"]:
+        ds = parsed.dataset
+        old_blob: str | None = None
+        with self._factory() as s, s.begin():
+            patient = s.execute(select(Patient).where(Patient.key_id == key_id)).scalar_one()
+            study = s.execute(select(Study).where(Study.study_uid == parsed.study_uid)).scalar()
+            if study is None:
+                study = Study(patient_id=patient.id, study_uid=parsed.study_uid,
+                              study_date=_date(ds, "StudyDate"), study_time=_time(ds, "StudyTime"))
+                s.add(study)
+                s.flush()
+                self._write_phi(s, "study", study, study.study_uid, dek, ds)
+            elif study.patient_id != patient.id:
+                raise ConflictError("the study belongs to a different patient")
+            series = s.execute(select(Series).where(Series.series_uid == parsed.series_uid)).scalar()
+            if series is None:
+                series = Series(study_id=study.id, series_uid=parsed.series_uid,
+                                modality=_code(ds, "Modality", 16),
+                                series_number=_int(ds, "SeriesNumber"),
+                                series_date=_date(ds, "SeriesDate"), series_time=_time(ds, "SeriesTime"),
+                                body_part=_code(ds, "BodyPartExamined", 64))
+                s.add(series)
+                s.flush()
+                self._write_phi(s, "series", series, series.series_uid, dek, ds)
+                study.num_series += 1
+                modalities = set(filter(None, study.modalities.split("\\")))
+                if series.modality:
+                    modalities.add(series.modality)
+                study.modalities = "\\".join(sorted(modalities))
+            elif series.study_id != study.id:
+                raise ConflictError("the series belongs to a different study")
+
+            instance = s.execute(
+                select(Instance).where(Instance.sop_uid == parsed.sop_instance_uid)
+            ).scalar()
+            status: Literal["stored", "overwritten"] = "stored"
+            if instance is not None:
+                if self._on_duplicate != "overwrite" or instance.series_id != series.id:
+                    raise ConflictError("a different object is already stored under this SOP Instance UID")
+                old_blob = instance.blob_key
+                status = "overwritten"
+            else:
+                instance = Instance(series_id=series.id, sop_uid=parsed.sop_instance_uid)
+                s.add(instance)
+                series.num_instances += 1
+                study.num_instances += 1
+            instance.sop_class_uid = parsed.sop_class_uid
+            instance.instance_number = _int(ds, "InstanceNumber")
+            instance.number_of_frames = _int(ds, "NumberOfFrames") or 1
+            instance.rows = _int(ds, "Rows")
+            instance.columns = _int(ds, "Columns")
+            instance.transfer_syntax_uid = parsed.transfer_syntax_uid
+            instance.blob_key = stored.blob_key
+            instance.size = stored.size
+            instance.blob_sha256 = stored.blob_sha256
+            instance.content_mac = content_mac
+            study.updated_at = utcnow()
+            s.flush()
+            description = "overwritten: replaced a different object (configured)" if old_blob else ""
+            self._audit.append([self._import_event(principal, door, parsed, ev.Outcome.SUCCESS,
+                                                   description, key_id=key_id)], session=s)
+        if old_blob:
+            self._store.delete(old_blob)
+        return status
+
+    # -- audit --------------------------------------------------------------
+    def _import_event(self, principal: Principal, door: str, parsed: ParsedInstance | None,
+                      outcome: ev.Outcome, description: str, *, key_id: str | None = None) -> ev.AuditEvent:
+        """PS3.15 A.5.3.2 "DICOM Instances Transferred" (110104, action C) for a store."""
+        objects: list[ev.ParticipantObject] = []
+        if parsed is not None:
+            objects.append(ev.study_object(parsed.study_uid, (parsed.sop_class_uid,), 1))
+            if key_id is not None:
+                ds = parsed.dataset
+                objects.append(ev.patient_object(key_id, _text(ds, "PatientID"),
+                                                 _text(ds, "PatientName")))
+        return ev.AuditEvent(
+            event_id=ev.EventId.INSTANCES_TRANSFERRED,
+            action=ev.Action.CREATE,
+            outcome=outcome,
+            outcome_description=description,
+            participants=actor(principal, source=True),
+            objects=objects,
+            door=door,
+            context={"instances": 1},
+        )
+
+
+def _tokens_for(blind: object, field: PhiField, value: str) -> set[str]:
+    from dicomvault.crypto.blind import BlindIndex
+
+    assert isinstance(blind, BlindIndex)
+    norm = field.normalise(value)
+    tokens = {blind.exact(field.token_field, norm)}
+    if field.kind in ("id", "pn", "text"):
+        tokens.update(blind.prefix_tokens(field.token_field, norm))
+    words = field.words(value)
+    if words:
+        tokens.update(blind.word_prefix_tokens(field.token_field, words))
+    return tokens

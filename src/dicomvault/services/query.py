@@ -1,0 +1,420 @@
+"""Search: one matching engine for C-FIND (PS3.4 C.6) and QIDO-RS (PS3.18 10.6).
+
+Matching rules (PS3.4 C.2.2.2):
+
+* single value, wildcard (``*``, ``?``), UID list (``\\``-separated), range
+  (``A-B``, ``A-``, ``-B`` on dates and times), universal (empty value);
+* person names and free-text descriptions match case-insensitively;
+* encrypted attributes are pre-filtered through blind-index tokens (exact,
+  ``PREFIX*``, and ``*WORD*`` = a name/description word starting with WORD)
+  and then verified on the decrypted value, so results are exact.  Patterns
+  a token cannot serve (``*SUFFIX``, ``?``) are evaluated on decrypted values
+  of the rows the other keys select.  Infix matching inside a word of an
+  encrypted attribute is not supported: ``*mit*`` does not find "Smith".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicomvault.access import permissions as perm
+from dicomvault.access.permissions import Scope
+from dicomvault.access.policy import Policy, QueryScope, Resource
+from dicomvault.access.principal import Principal
+from dicomvault.audit import events as ev
+from dicomvault.crypto.blind import PREFIX_MAX
+from dicomvault.crypto.keyring import Keyring
+from dicomvault.errors import InvalidInputError
+from dicomvault.index.models import Instance, Patient, SearchToken, Series, Study
+from dicomvault.index.phi import PHI_BY_KEYWORD, PhiField, field_aad
+from dicomvault.services.auditing import AuditSink, actor, deny_event, refusal
+from dicomvault.services.keys import DekCache
+from dicomvault.services.types import FindQuery, FindResult
+
+LEVEL_ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+_PHI_LEVEL = {"patient": "PATIENT", "study": "STUDY", "series": "SERIES"}
+_DATE = re.compile(r"^\d{8}$")
+_TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+_DATE_RANGE = re.compile(r"^(\d{8})?-(\d{8})?$")
+
+# keyword -> (level, column, kind); kind: uid | str | date | time | int
+PLAIN: dict[str, tuple[str, Any, str]] = {
+    "PatientSex": ("PATIENT", Patient.sex, "str"),
+    "StudyInstanceUID": ("STUDY", Study.study_uid, "uid"),
+    "StudyDate": ("STUDY", Study.study_date, "date"),
+    "StudyTime": ("STUDY", Study.study_time, "time"),
+    "SeriesInstanceUID": ("SERIES", Series.series_uid, "uid"),
+    "Modality": ("SERIES", Series.modality, "str"),
+    "SeriesNumber": ("SERIES", Series.series_number, "int"),
+    "SeriesDate": ("SERIES", Series.series_date, "date"),
+    "SeriesTime": ("SERIES", Series.series_time, "time"),
+    "BodyPartExamined": ("SERIES", Series.body_part, "str"),
+    "SOPInstanceUID": ("IMAGE", Instance.sop_uid, "uid"),
+    "SOPClassUID": ("IMAGE", Instance.sop_class_uid, "uid"),
+    "InstanceNumber": ("IMAGE", Instance.instance_number, "int"),
+    "NumberOfFrames": ("IMAGE", Instance.number_of_frames, "int"),
+    "Rows": ("IMAGE", Instance.rows, "int"),
+    "Columns": ("IMAGE", Instance.columns, "int"),
+}
+#: Matching keys that are computed (PS3.4 C.6.1.1.x optional keys) or special.
+SPECIAL = {"ModalitiesInStudy": "STUDY", "QueryRetrieveLevel": "PATIENT",
+           "SOPClassesInStudy": "STUDY"}
+#: Return-only keys per level (counts and transfer syntax).
+RETURN_ONLY = {
+    "NumberOfPatientRelatedStudies": "PATIENT", "NumberOfPatientRelatedSeries": "PATIENT",
+    "NumberOfPatientRelatedInstances": "PATIENT", "NumberOfStudyRelatedSeries": "STUDY",
+    "NumberOfStudyRelatedInstances": "STUDY", "NumberOfSeriesRelatedInstances": "SERIES",
+    "AvailableTransferSyntaxUID": "IMAGE", "RetrieveAETitle": "PATIENT",
+    "InstanceAvailability": "PATIENT", "SpecificCharacterSet": "PATIENT",
+}
+
+
+def supported_keywords(level: str) -> set[str]:
+    """Keywords matchable or returned at ``level`` (incl. higher levels)."""
+    depth = LEVEL_ORDER.index(level)
+    allowed = set(LEVEL_ORDER[: depth + 1])
+    keys = {k for k, (lvl, _c, _t) in PLAIN.items() if lvl in allowed}
+    keys |= {f.keyword for f in PHI_BY_KEYWORD.values() if _PHI_LEVEL[f.level] in allowed}
+    keys |= {k for k, lvl in SPECIAL.items() if lvl in allowed}
+    keys |= {k for k, lvl in RETURN_ONLY.items() if lvl == level or lvl == "PATIENT"}
+    return keys
+
+
+@lru_cache(maxsize=512)
+def _wildcard_regex(pattern: str, case_insensitive: bool) -> re.Pattern[str]:
+    parts = []
+    for ch in pattern:
+        parts.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    return re.compile("^" + "".join(parts) + "$", re.IGNORECASE if case_insensitive else 0 | re.DOTALL)
+
+
+def wildcard_match(pattern: str, value: str | None, *, case_insensitive: bool = False) -> bool:
+    """PS3.4 C.2.2.2.4 wildcard matching (``*`` any run, ``?`` one character)."""
+    if value is None:
+        return False
+    if "*" not in pattern and "?" not in pattern:
+        return (pattern.casefold() == value.casefold()) if case_insensitive else pattern == value
+    return bool(_wildcard_regex(pattern, case_insensitive).match(value))
+
+
+def _date_condition(column: Any, value: str, keyword: str) -> ColumnElement[bool]:
+    value = value.replace(".", "")  # ACR-NEMA style dates
+    if _DATE.match(value):
+        return column == value
+    m = _DATE_RANGE.match(value)
+    if not m or not (m.group(1) or m.group(2)):
+        raise InvalidInputError(f"{keyword}: not a date or date range (YYYYMMDD[-YYYYMMDD])")
+    lo, hi = m.group(1), m.group(2)
+    conds = []
+    if lo:
+        conds.append(column >= lo)
+    if hi:
+        conds.append(column <= hi)
+    return and_(*conds)
+
+
+def _time_condition(column: Any, value: str, keyword: str) -> ColumnElement[bool]:
+    value = value.replace(":", "")
+    if "-" in value:
+        lo, _, hi = value.partition("-")
+        if (lo and not _TIME.match(lo)) or (hi and not _TIME.match(hi)) or not (lo or hi):
+            raise InvalidInputError(f"{keyword}: not a time range")
+        conds = []
+        if lo:
+            conds.append(column >= lo)
+        if hi:
+            conds.append(column <= hi + "999999"[: max(0, 13 - len(hi))])
+        return and_(*conds)
+    if not _TIME.match(value):
+        raise InvalidInputError(f"{keyword}: not a time")
+    return column.like(value + "%")
+
+
+def _like(pattern: str) -> str:
+    return pattern.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_")
+
+
+def _plain_condition(keyword: str, column: Any, kind: str, value: str) -> ColumnElement[bool]:
+    if kind == "uid":
+        uids = [u.strip() for u in value.split("\\") if u.strip()]
+        if not uids or any(len(u) > 64 or not re.match(r"^[0-9.]+$", u) for u in uids):
+            raise InvalidInputError(f"{keyword}: not a UID list")
+        return column.in_(uids) if len(uids) > 1 else column == uids[0]
+    if kind == "date":
+        return _date_condition(column, value, keyword)
+    if kind == "time":
+        return _time_condition(column, value, keyword)
+    if kind == "int":
+        try:
+            return column == int(value)
+        except ValueError:
+            raise InvalidInputError(f"{keyword}: not an integer") from None
+    values = [v for v in value.split("\\") if v]
+    conds = [column.like(_like(v), escape="\\") if ("*" in v or "?" in v) else column == v
+             for v in values]
+    return or_(*conds)
+
+
+@dataclass
+class _PhiFilter:
+    field: PhiField
+    pattern: str  # normalised
+
+
+class Searcher:
+    """Implements ``ArchiveService.find``."""
+
+    def __init__(self, factory: sessionmaker[Session], keyring: Keyring, deks: DekCache,
+                 policy: Policy, audit: AuditSink, max_results: int = 10_000) -> None:
+        self._factory = factory
+        self._keyring = keyring
+        self._deks = deks
+        self._policy = policy
+        self._audit = audit
+        self._max = max_results
+
+    def find(self, principal: Principal, query: FindQuery, *, door: str) -> FindResult:
+        """Match ``query`` within the principal's scope; audited as Query (110112)."""
+        if query.level not in LEVEL_ORDER:
+            raise InvalidInputError("unknown query level")
+        decision = self._policy.authorize(principal, perm.STUDY_SEARCH, Resource("study"))
+        if not decision.allowed:
+            self._audit.append([deny_event(principal, door, perm.STUDY_SEARCH, None)])
+            raise refusal(decision)
+        scope = self._policy.query_scope(principal, perm.STUDY_SEARCH)
+        if query.limit is not None and query.limit < 0 or query.offset < 0:
+            raise InvalidInputError("limit and offset must not be negative")
+        stmt, phi_filters, post_only = self._statement(query, scope)
+        limit = min(query.limit if query.limit is not None else self._max, self._max)
+        with self._factory() as session:
+            if post_only:
+                rows = session.execute(stmt).all()
+                matched = [r for r in (self._row(session, query.level, r) for r in rows)
+                           if r is not None and self._verify(r, phi_filters)]
+                page = matched[query.offset: query.offset + limit + 1]
+            else:
+                rows = session.execute(stmt.offset(query.offset).limit(limit + 1)).all()
+                page = [r for r in (self._row(session, query.level, r) for r in rows)
+                        if r is not None and self._verify(r, phi_filters)]
+        capped = len(page) > limit
+        page = page[:limit]
+        for row in page:
+            row.pop("_key_id", None)
+        self._audit.append([self._query_event(principal, door, query, len(page))])
+        return FindResult(rows=page, capped=capped)
+
+    # -- statement building -------------------------------------------------
+    def _statement(self, query: FindQuery, scope: QueryScope) -> tuple[Select[Any], list[_PhiFilter], bool]:
+        level = query.level
+        depth = LEVEL_ORDER.index(level)
+        entities: list[Any] = [Patient.key_id, Patient.wrapped_dek]
+        if level == "PATIENT":
+            stmt = select(Patient, *entities[:0])
+            order = Patient.id
+        elif level == "STUDY":
+            stmt = select(Study, Patient).join(Patient, Study.patient_id == Patient.id)
+            order = Study.id
+        elif level == "SERIES":
+            stmt = (select(Series, Study, Patient).join(Study, Series.study_id == Study.id)
+                    .join(Patient, Study.patient_id == Patient.id))
+            order = Series.id
+        else:
+            stmt = (select(Instance, Series, Study, Patient)
+                    .join(Series, Instance.series_id == Series.id)
+                    .join(Study, Series.study_id == Study.id)
+                    .join(Patient, Study.patient_id == Patient.id))
+            order = Instance.id
+        conds: list[ColumnElement[bool]] = [Patient.wrapped_dek.is_not(None)]
+        conds.extend(self._scope_conditions(scope, level))
+        phi_filters: list[_PhiFilter] = []
+        post_only = False
+        allowed_levels = set(LEVEL_ORDER[: depth + 1])
+        for keyword, raw in query.filters.items():
+            value = (raw or "").strip()
+            if value in ("", "*"):
+                continue  # universal matching
+            if len(value) > 1024:
+                raise InvalidInputError(f"{keyword}: matching value too long")
+            if keyword in PLAIN:
+                lvl, column, kind = PLAIN[keyword]
+                if lvl not in allowed_levels:
+                    continue
+                conds.append(_plain_condition(keyword, column, kind, value))
+            elif keyword == "ModalitiesInStudy" and "STUDY" in allowed_levels:
+                mods = [m for m in value.split("\\") if m]
+                conds.append(exists().where(Series.study_id == Study.id,
+                                            or_(*[Series.modality.like(_like(m), escape="\\")
+                                                  for m in mods])))
+            elif keyword == "SOPClassesInStudy" and "STUDY" in allowed_levels:
+                uids = [u for u in value.split("\\") if u]
+                conds.append(exists().where(Series.study_id == Study.id, Instance.series_id == Series.id,
+                                            Instance.sop_class_uid.in_(uids)))
+            elif keyword in PHI_BY_KEYWORD:
+                field = PHI_BY_KEYWORD[keyword]
+                if _PHI_LEVEL[field.level] not in allowed_levels:
+                    continue
+                if field.kind == "date" and "-" in value:
+                    # Encrypted dates (birth date): ranges are evaluated on decrypted values.
+                    phi_filters.append(_PhiFilter(field, value))
+                    post_only = True
+                    continue
+                pattern = field.normalise(value)
+                phi_filters.append(_PhiFilter(field, pattern))
+                token_cond = self._token_condition(field, pattern)
+                if token_cond is None or len(pattern.strip("*")) > PREFIX_MAX:
+                    # No token, or a capped one: verification may drop rows, so page after it.
+                    post_only = True
+                if token_cond is not None:
+                    conds.append(token_cond)
+            # Other keys: not supported for matching; ignored (PS3.4 C.2.2.1.1 optional keys).
+        return stmt.where(and_(*conds)).order_by(order), phi_filters, post_only
+
+    def _scope_conditions(self, scope: QueryScope, level: str) -> list[ColumnElement[bool]]:
+        if scope.scope is Scope.ALL:
+            return []
+        if scope.scope is Scope.ASSIGNED:
+            study_cond: ColumnElement[bool] = Study.study_uid.in_(sorted(scope.study_uids))
+        elif scope.scope is Scope.OWN:
+            return [Patient.key_id.in_(sorted(scope.patient_key_ids))]
+        elif scope.scope is Scope.DEIDENTIFIED:
+            study_cond = Study.deidentified.is_(True)
+        else:
+            return [Patient.id == -1]
+        if level == "PATIENT":
+            return [exists().where(Study.patient_id == Patient.id, study_cond)]
+        return [study_cond]
+
+    def _token_condition(self, field: PhiField, pattern: str) -> ColumnElement[bool] | None:
+        blind = self._keyring.blind
+        name = field.token_field
+        has_wild = "*" in pattern or "?" in pattern
+        if not has_wild:
+            token = blind.exact(name, pattern)
+        elif pattern.endswith("*") and "*" not in pattern[:-1] and "?" not in pattern and len(pattern) > 1:
+            token = blind.prefix(name, pattern[:-1])
+        elif (field.kind in ("pn", "text") and pattern.startswith("*") and pattern.endswith("*")
+              and len(pattern) > 2 and not re.search(r"[*?\s^]", pattern[1:-1])):
+            token = blind.word_prefix(name, pattern[1:-1])
+        else:
+            return None
+        level_name = field.level
+        row_col = {"patient": Patient.id, "study": Study.id, "series": Series.id}[level_name]
+        return exists().where(SearchToken.token == token, SearchToken.level == level_name,
+                              SearchToken.row_id == row_col)
+
+    # -- results ------------------------------------------------------------
+    def _row(self, session: Session, level: str, row: Any) -> dict[str, object] | None:
+        parts = {type(obj).__name__: obj for obj in row}
+        patient: Patient = parts["Patient"]
+        dek = self._deks.get(patient.key_id, patient.wrapped_dek)
+        if dek is None:
+            return None
+        out: dict[str, object] = {"_key_id": patient.key_id}
+
+        def decrypt(obj: Any, uid: str, level_name: str) -> None:
+            for field in PHI_BY_KEYWORD.values():
+                if field.level == level_name:
+                    out[field.keyword] = dek.open_text(getattr(obj, field.column), field_aad(field, uid))
+
+        decrypt(patient, patient.key_id, "patient")
+        out["PatientSex"] = patient.sex
+        if level == "PATIENT":
+            counts = session.execute(
+                select(func.count(Study.id.distinct()), func.count(Series.id.distinct()),
+                       func.coalesce(func.sum(Series.num_instances), 0))
+                .select_from(Study).outerjoin(Series, Series.study_id == Study.id)
+                .where(Study.patient_id == patient.id)
+            ).one()
+            out["NumberOfPatientRelatedStudies"] = counts[0]
+            out["NumberOfPatientRelatedSeries"] = counts[1]
+            out["NumberOfPatientRelatedInstances"] = int(counts[2])
+            return out
+        study: Study = parts["Study"]
+        decrypt(study, study.study_uid, "study")
+        out.update({
+            "StudyInstanceUID": study.study_uid, "StudyDate": study.study_date,
+            "StudyTime": study.study_time,
+            "ModalitiesInStudy": [m for m in study.modalities.split("\\") if m],
+            "NumberOfStudyRelatedSeries": study.num_series,
+            "NumberOfStudyRelatedInstances": study.num_instances,
+        })
+        if level == "STUDY":
+            return out
+        series: Series = parts["Series"]
+        decrypt(series, series.series_uid, "series")
+        out.update({
+            "SeriesInstanceUID": series.series_uid, "Modality": series.modality,
+            "SeriesNumber": series.series_number, "SeriesDate": series.series_date,
+            "SeriesTime": series.series_time, "BodyPartExamined": series.body_part,
+            "NumberOfSeriesRelatedInstances": series.num_instances,
+        })
+        if level == "SERIES":
+            return out
+        inst: Instance = parts["Instance"]
+        out.update({
+            "SOPInstanceUID": inst.sop_uid, "SOPClassUID": inst.sop_class_uid,
+            "InstanceNumber": inst.instance_number, "NumberOfFrames": inst.number_of_frames,
+            "Rows": inst.rows, "Columns": inst.columns,
+            "AvailableTransferSyntaxUID": inst.transfer_syntax_uid,
+        })
+        return out
+
+    @staticmethod
+    def _verify(row: dict[str, object], filters: list[_PhiFilter]) -> bool:
+        for flt in filters:
+            value = row.get(flt.field.keyword)
+            if flt.field.kind == "date" and "-" in flt.pattern:
+                lo, _, hi = flt.pattern.partition("-")
+                if not isinstance(value, str) or (lo and value < lo) or (hi and value > hi):
+                    return False
+                continue
+            norm = flt.field.normalise(value) if isinstance(value, str) else None
+            if flt.field.kind in ("pn", "text") and flt.pattern.startswith("*") and flt.pattern.endswith("*") \
+                    and norm is not None and not re.search(r"[*?\s^]", flt.pattern[1:-1]):
+                # *WORD*: a word of the value starts with WORD (see module docstring).
+                if not any(w.startswith(flt.pattern[1:-1]) for w in flt.field.words(norm)):
+                    return False
+                continue
+            if not wildcard_match(flt.pattern, norm, case_insensitive=flt.field.kind in ("pn", "text")):
+                return False
+        return True
+
+    # -- audit --------------------------------------------------------------
+    def _query_event(self, principal: Principal, door: str, query: FindQuery, matches: int) -> ev.AuditEvent:
+        """PS3.15 A.5.3.10 Query (110112); PHI values in the query become blind tokens."""
+        return ev.AuditEvent(
+            event_id=ev.EventId.QUERY,
+            action=ev.Action.EXECUTE,
+            outcome=ev.Outcome.SUCCESS,
+            participants=actor(principal, source=True),
+            objects=[ev.query_object(_QUERY_SOP_CLASS[query.model], self.redacted_query(query))],
+            door=door,
+            context={"matches": matches, "level": query.level},
+        )
+
+    def redacted_query(self, query: FindQuery) -> bytes:
+        """The query as JSON with encrypted-attribute values replaced by their exact blind token."""
+        filters: dict[str, str] = {}
+        for keyword, value in sorted(query.filters.items()):
+            field = PHI_BY_KEYWORD.get(keyword)
+            if field is not None and value:
+                filters[keyword] = "blind:" + self._keyring.blind.exact(field.token_field,
+                                                                        field.normalise(value))
+            else:
+                filters[keyword] = value
+        doc = {"level": query.level, "model": query.model, "filters": filters,
+               "limit": query.limit, "offset": query.offset}
+        return json.dumps(doc, sort_keys=True).encode()
+
+
+_QUERY_SOP_CLASS = {
+    "PATIENT": "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Q/R FIND
+    "STUDY": "1.2.840.10008.5.1.4.1.2.2.1",    # Study Root Q/R FIND
+}

@@ -1,0 +1,1 @@
+"""Blob stores: where encrypted instance envelopes live."""

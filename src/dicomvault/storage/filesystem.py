@@ -1,0 +1,116 @@
+"""Filesystem blob store with durable writes.
+
+Write path: temp file in the target folder → write → fsync → rename over the
+final name → fsync the folder.  A crash leaves the old state or the new one;
+stray ``*.tmp`` files are removed by ``sweep_temporary``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from dicomvault.errors import NotFoundError
+from dicomvault.storage.base import BlobInfo, check_key
+
+_TMP_SUFFIX = ".tmp"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _FileWriter:
+    def __init__(self, fh: BinaryIO, key: str) -> None:
+        self._fh = fh
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._key = key
+
+    def write(self, data: bytes) -> int:
+        self._fh.write(data)
+        self._hash.update(data)
+        self._size += len(data)
+        return len(data)
+
+    @property
+    def info(self) -> BlobInfo:
+        return BlobInfo(self._key, self._size, self._hash.hexdigest())
+
+
+class FilesystemBlobStore:
+    """``BlobStore`` on a local folder (mode 0700)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if self.root.resolve() not in path.parents:
+            raise NotFoundError("blob not found")
+        return path
+
+    @contextmanager
+    def write(self, key: str) -> Iterator[_FileWriter]:
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb", buffering=1 << 20) as fh:
+                writer = _FileWriter(fh, key)
+                yield writer
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")  # noqa: SIM115 - caller closes
+        except FileNotFoundError:
+            raise NotFoundError("blob not found") from None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def keys(self) -> Iterator[str]:
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                yield path.relative_to(self.root).as_posix()
+
+    def sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+        with self.open(key) as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def sweep_temporary(self) -> int:
+        """Remove temp files left by a crash mid-write; returns how many."""
+        count = 0
+        for path in self.root.rglob(f".*{_TMP_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            count += 1
+        return count
