@@ -141,7 +141,7 @@ class Ingestor:
 
         stored = self._write_blob(parsed, key_id, dek)
         try:
-            status = self._commit(principal, door, parsed, key_id, dek, stored, content_mac)
+            status = self._commit_with_retry(principal, door, parsed, key_id, dek, stored, content_mac)
         except BaseException:
             self._store.delete(stored.blob_key)
             raise
@@ -208,13 +208,28 @@ class Ingestor:
         info = writer.info
         return _Stored(blob_key, len(parsed.part10), info.sha256)
 
+    def _commit_with_retry(self, principal: Principal, door: str, parsed: ParsedInstance, key_id: str,
+                           dek: DataKey, stored: _Stored, content_mac: str) -> Literal["stored", "overwritten"]:
+        # On PostgreSQL two ingests may create the same study or series at once;
+        # the loser's unique violation rolls back cleanly and it retries.
+        for attempt in range(3):
+            try:
+                return self._commit(principal, door, parsed, key_id, dek, stored, content_mac)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def _commit(self, principal: Principal, door: str, parsed: ParsedInstance, key_id: str,
                 dek: DataKey, stored: _Stored, content_mac: str) -> Literal["stored", "overwritten"]:
         ds = parsed.dataset
         old_blob: str | None = None
         with self._factory() as s, s.begin():
             patient = s.execute(select(Patient).where(Patient.key_id == key_id)).scalar_one()
-            study = s.execute(select(Study).where(Study.study_uid == parsed.study_uid)).scalar()
+            # Row locks (PostgreSQL) serialise counter updates per study; SQLite's
+            # BEGIN IMMEDIATE already serialises writers.
+            study = s.execute(select(Study).where(Study.study_uid == parsed.study_uid)
+                              .with_for_update()).scalar()
             if study is None:
                 study = Study(patient_id=patient.id, study_uid=parsed.study_uid,
                               study_date=_date(ds, "StudyDate"), study_time=_time(ds, "StudyTime"))
@@ -223,7 +238,8 @@ class Ingestor:
                 self._write_phi(s, "study", study, study.study_uid, dek, ds)
             elif study.patient_id != patient.id:
                 raise ConflictError("the study belongs to a different patient")
-            series = s.execute(select(Series).where(Series.series_uid == parsed.series_uid)).scalar()
+            series = s.execute(select(Series).where(Series.series_uid == parsed.series_uid)
+                               .with_for_update()).scalar()
             if series is None:
                 series = Series(study_id=study.id, series_uid=parsed.series_uid,
                                 modality=_code(ds, "Modality", 16),

@@ -269,3 +269,25 @@ def test_orphan_blob_swept(services, technologist):
     services.archive.ingest(technologist, make_instance(), door="test")
     assert services.archive.sweep_orphan_blobs() == 1
     assert len(list(services.store.keys())) == 1
+
+
+def test_no_phi_token_in_any_database_column(services, technologist):
+    """Every row of every table, on both backends (PostgreSQL keeps its files elsewhere)."""
+    from sqlalchemy import MetaData
+
+    services.archive.ingest(technologist, make_instance(**PHI_TOKENS), door="test")
+    services.archive.find(technologist, FindQuery("STUDY", {"PatientName": "Zqx*"}), door="test")
+    needles = [p.lower() for v in PHI_TOKENS.values() for p in v.replace("^", " ").split() if len(p) >= 6]
+    meta = MetaData()
+    meta.reflect(services.engine)
+    hits = []
+    with services.engine.connect() as conn:
+        for table in meta.sorted_tables:
+            for row in conn.execute(table.select()):
+                text = " ".join(
+                    v.decode("latin-1") if isinstance(v, bytes | memoryview) and not isinstance(v, memoryview)
+                    else bytes(v).decode("latin-1") if isinstance(v, memoryview) else str(v)
+                    for v in row
+                ).lower()
+                hits += [(table.name, n) for n in needles if n in text]
+    assert hits == []
