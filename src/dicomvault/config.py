@@ -192,6 +192,8 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     peers: tuple[PeerSettings, ...] = ()
     oidc: OidcSettings = field(default_factory=OidcSettings)
+    #: Folder of the installed OHIF Viewer; empty = ``cache/ohif-<version>/`` in the data folder.
+    ohif_dir: str = ""
 
     # Derived locations -------------------------------------------------
     @property

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dicomvault.access.models import LoginThrottle
@@ -75,6 +76,19 @@ class LoginThrottler:
             select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
         ).scalar_one_or_none()
 
+    def _row_or_create(self, session: Session, key: str) -> LoginThrottle:
+        """The locked counter row, inserting it if absent (safe against a concurrent insert)."""
+        row = self._row(session, key)
+        if row is None:
+            try:
+                with session.begin_nested():
+                    session.add(LoginThrottle(key=key, failures=0))
+            except IntegrityError:
+                pass  # another login inserted it first; lock and use theirs
+            row = self._row(session, key)
+        assert row is not None
+        return row
+
     def _fresh(self, row: LoginThrottle, now: datetime) -> None:
         """Forget failures older than the lockout window."""
         window = timedelta(minutes=self.security.login_lockout_minutes)
@@ -108,10 +122,7 @@ class LoginThrottler:
         locked = [False, False]
         user_failures = 0
         for i, (key, threshold) in enumerate(self._keys(username, address)):
-            row = self._row(session, key)
-            if row is None:
-                row = LoginThrottle(key=key, failures=0)
-                session.add(row)
+            row = self._row_or_create(session, key)
             self._fresh(row, now)
             row.failures = (row.failures or 0) + 1
             row.last_failure_at = now

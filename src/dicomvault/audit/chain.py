@@ -9,13 +9,13 @@ reading the head, so concurrent threads and processes never fork the chain.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select, text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomvault.audit.events import (
@@ -41,6 +41,7 @@ from dicomvault.index.base import utcnow
 from dicomvault.index.db import unit_of_work
 
 if TYPE_CHECKING:
+    from dicomvault.audit.checkpoint import Checkpoint
     from dicomvault.audit.metrics import Metrics
     from dicomvault.audit.verify import VerifyReport
 
@@ -56,6 +57,32 @@ class Appended:
     seq: int
     event: AuditEvent
     body: dict[str, Any]
+
+
+class _Request:
+    """One caller's records waiting for a group commit."""
+
+    __slots__ = ("pending", "done", "_seqs", "_error")
+
+    def __init__(self, pending: list[tuple[AuditEvent, dict[str, Any]]]) -> None:
+        self.pending = pending
+        self.done = False
+        self._seqs: list[int] = []
+        self._error: BaseException | None = None
+
+    def finish(self, seqs: list[int]) -> None:
+        self._seqs, self.done = seqs, True
+
+    def fail(self, exc: BaseException) -> None:
+        self._error, self.done = exc, True
+
+    def result(self) -> list[int]:
+        err = self._error
+        if isinstance(err, DicomVaultError):
+            raise type(err)(err.detail, code=err.code) from err
+        if err is not None:
+            raise UnavailableError("audit trail unavailable; the request was not completed") from err
+        return self._seqs
 
 
 class AppendObserver(Protocol):
@@ -96,6 +123,7 @@ class AuditTrail:
         node_id: str = "dicomvault",
         syslog_outbox: bool = False,
         metrics: Metrics | None = None,
+        checkpoint_export_dir: str | None = None,
     ) -> None:
         self._factory = session_factory
         self._keyring = keyring
@@ -103,6 +131,13 @@ class AuditTrail:
         self.node_id = node_id
         self.syslog_outbox = syslog_outbox
         self.metrics = metrics
+        #: Write-once folder that receives signed checkpoints (``audit.checkpoint``).
+        self.checkpoint_export_dir = checkpoint_export_dir
+        #: Most records one group commit writes.
+        self.max_batch = 256
+        self._cv = threading.Condition()
+        self._queue: list[_Request] = []
+        self._leader = False
         self._observers: list[AppendObserver] = []
         self._alert_sinks: list[AlertSink] = []
 
@@ -126,27 +161,67 @@ class AuditTrail:
     def append(self, events: Sequence[AuditEvent], session: Session | None = None) -> list[int]:
         """Append in the caller's transaction when ``session`` is given (flush, no commit:
         the record commits or rolls back with the data), else in its own transaction.
-        Raises ``UnavailableError`` on failure (the caller fails the request)."""
+        Raises ``UnavailableError`` on failure (the caller fails the request).
+
+        Without a session, concurrent callers are group-committed: one thread
+        writes everything queued in one transaction and every caller returns
+        only once its records are committed (or raises if that commit failed).
+        """
         if not events:
             return []
         start = time.perf_counter()
+        # Encrypt before taking the lock: sealing does not depend on the head,
+        # and a sealing error (no patient key) fails only this caller.
+        pending = [(e, seal_event(e, self._dek_lookup, self.node_id)) for e in events]
         try:
             if session is None:
-                with unit_of_work(self._factory) as own:
-                    seqs = self._append(own, events)
+                seqs = self._group_commit(pending)
             else:
-                seqs = self._append(session, events)
+                seqs = self._append_sealed(session, pending)
         except DicomVaultError:
             raise
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to audit fails the request
             raise UnavailableError("audit trail unavailable; the request was not completed") from exc
         if self.metrics is not None:
             self.metrics.audit_appended(events, time.perf_counter() - start)
         return seqs
 
-    def _append(self, session: Session, events: Sequence[AuditEvent]) -> list[int]:
-        # Encrypt before taking the lock: sealing does not depend on the head.
-        pending = [(e, seal_event(e, self._dek_lookup, self.node_id)) for e in events]
+    def _group_commit(self, pending: list[tuple[AuditEvent, dict[str, Any]]]) -> list[int]:
+        req = _Request(pending)
+        with self._cv:
+            self._queue.append(req)
+            while not req.done and self._leader:
+                self._cv.wait()
+            if req.done:
+                return req.result()
+            self._leader = True
+        try:
+            while not req.done:
+                with self._cv:
+                    batch = self._queue[: self.max_batch]
+                    del self._queue[: len(batch)]
+                try:
+                    with unit_of_work(self._factory) as own:
+                        seqs = self._append_sealed(own, [p for r in batch for p in r.pending])
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+                    for r in batch:
+                        r.fail(exc)
+                else:
+                    for r in batch:
+                        r.finish(seqs[: len(r.pending)])
+                        seqs = seqs[len(r.pending):]
+                with self._cv:
+                    self._cv.notify_all()
+        finally:
+            with self._cv:
+                self._leader = False
+                self._cv.notify_all()
+        return req.result()
+
+    def _append_sealed(
+        self, session: Session, pending: list[tuple[AuditEvent, dict[str, Any]]]
+    ) -> list[int]:
+        """Chain sealed bodies under the head lock; run alert rules; return their seqs."""
         lock_head(session)
         seq, prev = read_head(session)
         written: list[int] = []
@@ -158,7 +233,8 @@ class AuditTrail:
                 seq += 1
                 prev = self._write(session, seq, prev, body)
                 appended.append(Appended(seq, event, body))
-                written.append(seq)
+                if depth == 0:
+                    written.append(seq)
             session.flush()
             depth += 1
             alerts: list[AuditEvent] = []
@@ -204,7 +280,14 @@ class AuditTrail:
         with unit_of_work(self._factory) as session:
             return read_head(session)
 
-    # -- verification --------------------------------------------------------
+    # -- checkpoints and verification ---------------------------------------------
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Sign the current head now (Ed25519) and export it; called at shutdown too."""
+        from dicomvault.audit.checkpoint import CheckpointService
+
+        return CheckpointService(self._factory, self._keyring, node_id=self.node_id,
+                                 export_dir=self.checkpoint_export_dir).emit()
 
     def verify(self, export_dir: str | None = None, *, raise_alert: bool = True) -> VerifyReport:
         """Prove the chain unbroken (and not truncated before the latest checkpoint).
@@ -212,7 +295,8 @@ class AuditTrail:
         On failure a Security Alert is appended and the alert sinks notified."""
         from dicomvault.audit.verify import verify_chain
 
-        report = verify_chain(self._factory, self._keyring, export_dir=export_dir)
+        report = verify_chain(self._factory, self._keyring,
+                              export_dir=export_dir or self.checkpoint_export_dir)
         if not report.ok and raise_alert:
             alert = security_alert(
                 EventType.AUDIT_CHAIN_FAILURE,

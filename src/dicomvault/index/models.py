@@ -136,3 +136,24 @@ class SearchToken(Base):
         Index("ix_search_tokens_lookup", "token", "level", "row_id"),
         Index("ix_search_tokens_row", "level", "row_id"),
     )
+
+
+class DeidMapping(Base):
+    """Original → pseudonym pairs kept for authorised re-identification.
+
+    The original value is sealed under the *source* patient's DEK, so erasing
+    that patient also erases the mapping.  Projects that keep no mapping have
+    no rows here.
+    """
+
+    __tablename__ = "deid_mappings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    pseudonym: Mapped[str] = mapped_column(String(128), index=True)
+    patient_key_id: Mapped[str] = mapped_column(String(36), index=True)
+    enc_original: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (Index("uq_deid_mapping", "project", "kind", "pseudonym", unique=True),)

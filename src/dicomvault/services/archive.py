@@ -53,10 +53,12 @@ class ArchiveService:
 
     # -- ingest / query / retrieve -----------------------------------------
     def ingest(self, principal: Principal, data: bytes, *, door: str,
-               dataset_transfer_syntax: str | None = None, source_ae: str | None = None) -> IngestResult:
+               dataset_transfer_syntax: str | None = None, source_ae: str | None = None,
+               collection: str | None = None) -> IngestResult:
         """Store one instance (PS3.4 B.2.3 / PS3.18 10.5); see ``services.ingest``."""
         return self._ingestor.ingest(principal, data, door=door,
-                                     dataset_transfer_syntax=dataset_transfer_syntax, source_ae=source_ae)
+                                     dataset_transfer_syntax=dataset_transfer_syntax, source_ae=source_ae,
+                                     collection=collection)
 
     def find(self, principal: Principal, query: FindQuery, *, door: str) -> FindResult:
         """Search (PS3.4 C.6 / PS3.18 10.6); see ``services.query``."""

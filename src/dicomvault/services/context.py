@@ -19,6 +19,7 @@ from dicomvault.crypto.keyring import Keyring, open_keyring
 from dicomvault.index.db import make_engine, make_session_factory, read_only_engine
 from dicomvault.index.models import Study
 from dicomvault.services.archive import ArchiveService
+from dicomvault.services.deid_export import DeidExportService
 from dicomvault.services.keys import DekCache, PatientKeys
 from dicomvault.storage.base import BlobStore
 from dicomvault.storage.filesystem import FilesystemBlobStore
@@ -38,6 +39,7 @@ class Services:
     audit: AuditTrail
     archive: ArchiveService
     identity: IdentityService
+    deid_export: DeidExportService
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -82,5 +84,6 @@ def build_services(settings: Settings, *, keyring: Keyring | None = None,
                              max_query_results=settings.archive.max_query_results)
     identity = IdentityService(factory, keyring, settings, lambda events, session: audit.append(events, session),
                                policy=policy)
+    deid_export = DeidExportService(archive, factory, keyring, patient_keys, policy, audit)
     return Services(settings, engine, factory, read_factory, keyring, store, deks, patient_keys,
-                    policy, audit, archive, identity)
+                    policy, audit, archive, identity, deid_export)

@@ -109,8 +109,12 @@ class Ingestor:
     # -- public -----------------------------------------------------------
     def ingest(self, principal: Principal, data: bytes, *, door: str,
                dataset_transfer_syntax: str | None = None,
-               source_ae: str | None = None) -> IngestResult:
-        """Store one instance; durable and audited before returning (PS3.4 B.2.3)."""
+               source_ae: str | None = None, collection: str | None = None) -> IngestResult:
+        """Store one instance; durable and audited before returning (PS3.4 B.2.3).
+
+        ``collection`` names the de-identified research collection a new study
+        belongs to (set only by the de-identified export service).
+        """
         try:
             parsed = parse_instance(data, dataset_transfer_syntax=dataset_transfer_syntax,
                                     source_ae=source_ae)
@@ -141,7 +145,8 @@ class Ingestor:
 
         stored = self._write_blob(parsed, key_id, dek)
         try:
-            status = self._commit_with_retry(principal, door, parsed, key_id, dek, stored, content_mac)
+            status = self._commit_with_retry(principal, door, parsed, key_id, dek, stored, content_mac,
+                                             collection)
         except BaseException:
             self._store.delete(stored.blob_key)
             raise
@@ -209,19 +214,21 @@ class Ingestor:
         return _Stored(blob_key, len(parsed.part10), info.sha256)
 
     def _commit_with_retry(self, principal: Principal, door: str, parsed: ParsedInstance, key_id: str,
-                           dek: DataKey, stored: _Stored, content_mac: str) -> Literal["stored", "overwritten"]:
+                           dek: DataKey, stored: _Stored, content_mac: str,
+                           collection: str | None) -> Literal["stored", "overwritten"]:
         # On PostgreSQL two ingests may create the same study or series at once;
         # the loser's unique violation rolls back cleanly and it retries.
         for attempt in range(3):
             try:
-                return self._commit(principal, door, parsed, key_id, dek, stored, content_mac)
+                return self._commit(principal, door, parsed, key_id, dek, stored, content_mac, collection)
             except IntegrityError:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def _commit(self, principal: Principal, door: str, parsed: ParsedInstance, key_id: str,
-                dek: DataKey, stored: _Stored, content_mac: str) -> Literal["stored", "overwritten"]:
+                dek: DataKey, stored: _Stored, content_mac: str,
+                collection: str | None = None) -> Literal["stored", "overwritten"]:
         ds = parsed.dataset
         old_blob: str | None = None
         with self._factory() as s, s.begin():
@@ -232,12 +239,15 @@ class Ingestor:
                               .with_for_update()).scalar()
             if study is None:
                 study = Study(patient_id=patient.id, study_uid=parsed.study_uid,
-                              study_date=_date(ds, "StudyDate"), study_time=_time(ds, "StudyTime"))
+                              study_date=_date(ds, "StudyDate"), study_time=_time(ds, "StudyTime"),
+                              deidentified=collection is not None, project=collection)
                 s.add(study)
                 s.flush()
                 self._write_phi(s, "study", study, study.study_uid, dek, ds)
             elif study.patient_id != patient.id:
                 raise ConflictError("the study belongs to a different patient")
+            elif study.deidentified != (collection is not None):
+                raise ConflictError("identified and de-identified data cannot share a study")
             series = s.execute(select(Series).where(Series.series_uid == parsed.series_uid)
                                .with_for_update()).scalar()
             if series is None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 01:10:05.892180
+Create Date: 2026-11-22 01:13:09.082206
 """
 
 from __future__ import annotations
@@ -137,6 +137,22 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('audit_syslog_outbox', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_audit_syslog_outbox_next_attempt_at'), ['next_attempt_at'], unique=False)
+
+    op.create_table('deid_mappings',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('project', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('pseudonym', sa.String(length=128), nullable=False),
+    sa.Column('patient_key_id', sa.String(length=36), nullable=False),
+    sa.Column('enc_original', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', dicomvault.index.base.UtcDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_deid_mappings'))
+    )
+    with op.batch_alter_table('deid_mappings', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_deid_mappings_patient_key_id'), ['patient_key_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_deid_mappings_project'), ['project'], unique=False)
+        batch_op.create_index(batch_op.f('ix_deid_mappings_pseudonym'), ['pseudonym'], unique=False)
+        batch_op.create_index('uq_deid_mapping', ['project', 'kind', 'pseudonym'], unique=True)
 
     op.create_table('patients',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -381,6 +397,13 @@ def downgrade() -> None:
 
     op.drop_table('search_tokens')
     op.drop_table('patients')
+    with op.batch_alter_table('deid_mappings', schema=None) as batch_op:
+        batch_op.drop_index('uq_deid_mapping')
+        batch_op.drop_index(batch_op.f('ix_deid_mappings_pseudonym'))
+        batch_op.drop_index(batch_op.f('ix_deid_mappings_project'))
+        batch_op.drop_index(batch_op.f('ix_deid_mappings_patient_key_id'))
+
+    op.drop_table('deid_mappings')
     with op.batch_alter_table('audit_syslog_outbox', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_syslog_outbox_next_attempt_at'))
 
