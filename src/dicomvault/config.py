@@ -73,7 +73,7 @@ class StorageSettings:
     s3_region: str = "us-east-1"
     #: Names of environment variables holding the S3 credentials.
     s3_access_key_env: str = "DICOMVAULT_S3_ACCESS_KEY"
-    s3_secret_key_env: str = "DICOMVAULT_S3_SECRET_KEY"
+    s3_secret_key_env: str = "DICOMVAULT_S3_SECRET_KEY"  # noqa: S105 - a variable name
 
 
 @dataclass(frozen=True)

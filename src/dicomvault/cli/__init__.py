@@ -129,7 +129,8 @@ def _mount(module_name: str, name: str) -> None:
         app.add_typer(module.app, name=name)
 
 
-for _module, _name in (("deid", "deid"), ("audit", "audit"), ("users", "user"), ("peers", "peer")):
+for _module, _name in (("deid", "deid"), ("audit", "audit"), ("users", "user"), ("peers", "peer"),
+                       ("viewer", "viewer")):
     _mount(_module, _name)
 
 

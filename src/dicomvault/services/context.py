@@ -46,6 +46,10 @@ class Services:
         self.engine.dispose()
 
 
+def _discard(_value: object) -> None:
+    return None
+
+
 def load_keyring(settings: Settings, environ: Mapping[str, str] | None = None) -> Keyring:
     """Open the keyring the settings point at (fails closed if keys are missing)."""
     return open_keyring(settings.keys_dir, settings.kek_file, settings.keys.kek_env,
@@ -82,7 +86,8 @@ def build_services(settings: Settings, *, keyring: Keyring | None = None,
     archive = ArchiveService(factory, read_factory, keyring, store, deks, policy, audit,
                              on_duplicate=settings.archive.on_duplicate,
                              max_query_results=settings.archive.max_query_results)
-    identity = IdentityService(factory, keyring, settings, lambda events, session: audit.append(events, session),
+    identity = IdentityService(factory, keyring, settings,
+                               lambda events, session: _discard(audit.append(events, session)),
                                policy=policy)
     deid_export = DeidExportService(archive, factory, keyring, patient_keys, policy, audit)
     return Services(settings, engine, factory, read_factory, keyring, store, deks, patient_keys,

@@ -79,7 +79,8 @@ class DeidExportService:
                 buf = io.BytesIO()
                 result.dataset.save_as(buf, enforce_file_format=True)
                 try:
-                    stored = self._archive.ingest(worker, buf.getvalue(), door="job", collection=config.project)
+                    stored = self._archive.ingest(worker, buf.getvalue(), door="job",
+                                                  collection=config.project)
                 except DicomVaultError as exc:
                     report.refused.append((ref.sop_instance_uid, exc.detail))
                     continue
@@ -110,7 +111,8 @@ class DeidExportService:
         except IntegrityError:
             pass  # a concurrent export stored the same pairs
 
-    def reidentify(self, principal: Principal, project: str, pseudonym: str, *, door: str) -> list[tuple[str, str]]:
+    def reidentify(self, principal: Principal, project: str, pseudonym: str, *,
+                   door: str) -> list[tuple[str, str]]:
         """Authorised re-identification: the originals behind ``pseudonym`` (audited Security Alert)."""
         decision = self._policy.authorize(principal, perm.REIDENTIFY, Resource("deid"))
         if not decision.allowed:
@@ -124,7 +126,8 @@ class DeidExportService:
             dek = self._patient_keys.dek_for(row.patient_key_id)
             if dek is None:
                 continue  # the source patient was erased: the mapping is shredded with it
-            original = dek.open(row.enc_original, f"deid:{project}:{row.kind}:{row.pseudonym}".encode()).decode()
+            aad = f"deid:{project}:{row.kind}:{row.pseudonym}".encode()
+            original = dek.open(row.enc_original, aad).decode()
             if row.kind == "patient_id" and "\\" in original:
                 # The engine keys patients by "issuer\\id" (PS3.3 C.7.1.1 Issuer of Patient ID).
                 issuer, _, original = original.partition("\\")

@@ -76,10 +76,10 @@ def build_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_u
                     source_ae: str | None = None) -> bytes:
     """Encode a PS3.10 file meta group for a dataset received over the network."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax_uid
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     if source_ae:
         meta.SourceApplicationEntityTitle = source_ae

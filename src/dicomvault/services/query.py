@@ -162,6 +162,12 @@ def _plain_condition(keyword: str, column: Any, kind: str, value: str) -> Column
     return or_(*conds)
 
 
+def _is_word_pattern(field: PhiField, pattern: str) -> bool:
+    """``*WORD*`` on a person name or description: a word starting with WORD."""
+    return (field.kind in ("pn", "text") and len(pattern) > 2 and pattern.startswith("*")
+            and pattern.endswith("*") and not re.search(r"[*?\s^]", pattern[1:-1]))
+
+
 @dataclass
 class _PhiFilter:
     field: PhiField
@@ -299,8 +305,7 @@ class Searcher:
             token = blind.exact(name, pattern)
         elif pattern.endswith("*") and "*" not in pattern[:-1] and "?" not in pattern and len(pattern) > 1:
             token = blind.prefix(name, pattern[:-1])
-        elif (field.kind in ("pn", "text") and pattern.startswith("*") and pattern.endswith("*")
-              and len(pattern) > 2 and not re.search(r"[*?\s^]", pattern[1:-1])):
+        elif _is_word_pattern(field, pattern):
             token = blind.word_prefix(name, pattern[1:-1])
         else:
             return None
@@ -376,8 +381,7 @@ class Searcher:
                     return False
                 continue
             norm = flt.field.normalise(value) if isinstance(value, str) else None
-            if flt.field.kind in ("pn", "text") and flt.pattern.startswith("*") and flt.pattern.endswith("*") \
-                    and norm is not None and not re.search(r"[*?\s^]", flt.pattern[1:-1]):
+            if norm is not None and _is_word_pattern(flt.field, flt.pattern):
                 # *WORD*: a word of the value starts with WORD (see module docstring).
                 if not any(w.startswith(flt.pattern[1:-1]) for w in flt.field.words(norm)):
                     return False

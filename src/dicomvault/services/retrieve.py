@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomvault.access import permissions as perm
@@ -22,7 +22,7 @@ from dicomvault.audit import events as ev
 from dicomvault.crypto import envelope
 from dicomvault.errors import InvalidInputError, NotFoundError, TamperedError
 from dicomvault.index.models import Instance, Patient, Series, Study
-from dicomvault.services.auditing import AuditSink, actor, deny_event, refusal
+from dicomvault.services.auditing import AuditSink, actor, deny_event
 from dicomvault.services.dicomfile import split_part10, valid_uid
 from dicomvault.services.keys import DekCache
 from dicomvault.services.types import InstanceRef
@@ -71,7 +71,7 @@ class Retriever:
         """
         if level not in _LEVEL_KEYS:
             raise InvalidInputError("unknown retrieve level")
-        stmt: Select[Any] = (
+        stmt = (
             select(Instance, Series.series_uid, Study.study_uid, Patient.key_id, Patient.wrapped_dek)
             .join(Series, Instance.series_id == Series.id)
             .join(Study, Series.study_id == Study.id)

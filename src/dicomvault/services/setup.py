@@ -43,8 +43,9 @@ def initialise(settings: Settings, environ: Mapping[str, str], *, admin_user: st
     if from_env and not environ.get(settings.keys.kek_env):
         raise ConfigurationError(f"keys.kek_env names {settings.keys.kek_env}, which is not set")
     if from_env:
-        from dicomvault.crypto.keyring import LocalKek, _store_root
         import secrets
+
+        from dicomvault.crypto.keyring import LocalKek, _store_root
 
         kek = LocalKek.from_base64(environ[settings.keys.kek_env])
         settings.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
