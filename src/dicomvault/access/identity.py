@@ -59,7 +59,7 @@ from dicomvault.access.permissions import (
 from dicomvault.access.policy import Policy, Resource
 from dicomvault.access.principal import Principal
 from dicomvault.access.sessions import IssuedSession, SessionManager
-from dicomvault.access.tokens import IssuedToken, TokenIdentity, TokenService
+from dicomvault.access.tokens import TOUCH_INTERVAL, IssuedToken, TokenIdentity, TokenService
 from dicomvault.audit.events import (
     AuditEvent,
     EventType,
@@ -179,8 +179,11 @@ class IdentityService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         hasher: PasswordHasher | None = None,
         issuer: str | None = None,
+        read_factory: sessionmaker[Session] | None = None,
     ) -> None:
         self._factory = factory
+        #: Read-only sessions for the per-request fast path (no write lock on SQLite).
+        self._read_factory = read_factory
         self.keyring = keyring
         self.settings = settings
         self._audit_sink = audit_sink
@@ -501,6 +504,13 @@ class IdentityService:
         self, cookie: str, address: str | None = None, door: str = "ui"
     ) -> Principal:
         """Session cookie → principal (MAC, revocation, idle and absolute timeouts)."""
+        if self._read_factory is not None:
+            with self._read_factory() as session:
+                info = self.sessions.peek(session, cookie)
+                user = session.get(User, info.user_id) if info else None
+                if info and user and user.enabled and (info.mfa_verified or not self.needs_mfa(user)):
+                    return self._principal(session, user, door=door, address=address,
+                                           session_id=info.id_hash, mfa_verified=info.mfa_verified)
         with self._tx() as tx:
             try:
                 info = self.sessions.validate(tx.session, cookie)
@@ -526,6 +536,10 @@ class IdentityService:
         self, token: str, address: str | None = None, door: str = "dicomweb"
     ) -> Principal:
         """``Authorization: Bearer`` → principal: a ``dv_`` personal token or a server JWT."""
+        if self._read_factory is not None:
+            principal = self._bearer_read_only(token, address, door)
+            if principal is not None:
+                return principal
         with self._tx() as tx:
             try:
                 if token.startswith("dv_"):
@@ -537,6 +551,29 @@ class IdentityService:
                                                    f"bearer token refused ({exc.code})"))
                 return tx.fail(exc)
             return self._bearer_principal(tx, ident, address, door)
+
+    def _bearer_read_only(self, token: str, address: str | None, door: str) -> Principal | None:
+        """The no-write fast path; ``None`` sends the caller to the audited write path."""
+        assert self._read_factory is not None
+        with self._read_factory() as session:
+            try:
+                if token.startswith("dv_"):
+                    ident = self.tokens.verify_personal(session, token, touch=False)
+                    last = ident.last_used_at
+                    if last is None or self._clock() - last > TOUCH_INTERVAL:
+                        return None
+                else:
+                    ident = self.tokens.verify_jwt(session, token)
+            except NotAuthenticatedError:
+                return None  # refused on the write path, where the refusal is audited
+            if ident.kind == "personal":
+                user = session.get(User, ident.subject)
+                if user is None or not user.enabled:
+                    return None
+                return self._principal(session, user, door=door, address=address, kind="token",
+                                       scopes=ident.scopes)
+            return Principal(id=f"client:{ident.subject}", kind="token", name=ident.subject,
+                             roles=ident.roles, address=address, scopes=ident.scopes, door=door)
 
     def _bearer_principal(
         self, tx: _Tx, ident: TokenIdentity, address: str | None, door: str

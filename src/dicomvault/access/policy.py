@@ -102,9 +102,10 @@ class Policy:
         scope = self._scope(principal, action)
         study = resource.study_uid
         if scope is Scope.NONE:
-            # Outside any scope for study data: hide existence (404, not 403).
-            hide = resource.kind in ("study", "patient") and study is not None
-            return Decision(False, scope, f"no permission {action}", hide_existence=hide)
+            # The role lacks the permission altogether: 403 whatever the resource
+            # (STANDARDS 13), which says nothing about whether it exists.  404 is
+            # for resources outside a scope the principal does have.
+            return Decision(False, scope, f"no permission {action}")
         if scope is Scope.ALL:
             if study is not None and self.assignments.is_deidentified_study(study):
                 # De-identified collections belong to research; clinical roles keep access.

@@ -153,6 +153,22 @@ class SessionManager:
         return SessionInfo(row.id_hash, row.user_id, row.mfa_verified, row.created_at,
                            row.expires_at, row.address)
 
+    def peek(self, session: Session, cookie: str) -> SessionInfo | None:
+        """Read-only validation for the common case: valid and recently touched.
+
+        Returns ``None`` when the session needs a write (touch, timeout, revocation);
+        the caller then uses ``validate`` in a write transaction.  A cookie with a
+        bad MAC raises at once, without touching the database.
+        """
+        sid = self.parse_cookie(cookie)
+        row = session.get(UserSession, self._hash(sid))
+        now = self._clock()
+        if (row is None or row.revoked_at is not None or now >= row.expires_at
+                or now - row.last_seen_at >= min(TOUCH_GRANULARITY, self.idle)):
+            return None
+        return SessionInfo(row.id_hash, row.user_id, row.mfa_verified, row.created_at,
+                           row.expires_at, row.address)
+
     def revoke(self, session: Session, cookie: str) -> str | None:
         """Log out this session; returns its user id (None if unknown)."""
         sid = self.parse_cookie(cookie)

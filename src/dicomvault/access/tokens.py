@@ -37,6 +37,8 @@ TOKEN_PREFIX = "dv_"  # noqa: S105 - a public prefix, not a secret
 JWT_ALGORITHM = "HS256"
 ACCESS_TOKEN_SECONDS = 900
 MAX_TOKEN_DAYS = 365
+#: ``last_used_at`` of a personal token is written at most this often.
+TOUCH_INTERVAL = timedelta(minutes=1)
 #: Clock skew tolerated for ``exp``/``nbf``/``iat``.
 LEEWAY = timedelta(seconds=30)
 
@@ -71,6 +73,8 @@ class TokenIdentity:
     token_id: str  # api token id or JWT jti
     roles: frozenset[str] = frozenset()
     expires_at: datetime | None = None
+    #: For personal tokens: when it was last used (before this use).
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,11 @@ class TokenService:
         session.flush()
         return IssuedToken(token, row.id, row.expires_at, wanted)
 
-    def verify_personal(self, session: Session, token: str) -> TokenIdentity:
-        """Look a ``dv_`` token up by digest; refuse unknown, revoked or expired ones."""
+    def verify_personal(self, session: Session, token: str, *, touch: bool = True) -> TokenIdentity:
+        """Look a ``dv_`` token up by digest; refuse unknown, revoked or expired ones.
+
+        ``touch`` records the use (at most once a minute); pass False in read-only sessions.
+        """
         if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
             raise NotAuthenticatedError("invalid token", code="token-invalid")
         row = session.execute(
@@ -136,10 +143,11 @@ class TokenService:
             raise NotAuthenticatedError("token revoked", code="token-revoked")
         if now >= row.expires_at:
             raise NotAuthenticatedError("token expired", code="token-expired")
-        if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+        last_used = row.last_used_at
+        if touch and (last_used is None or now - last_used > TOUCH_INTERVAL):
             row.last_used_at = now
         return TokenIdentity("personal", row.user_id, split_set(row.scopes), row.id,
-                             expires_at=row.expires_at)
+                             expires_at=row.expires_at, last_used_at=last_used)
 
     def revoke_personal(self, session: Session, token_id: str, user_id: str | None = None) -> bool:
         """Revoke a token (only the owner's when ``user_id`` is given)."""
@@ -274,7 +282,6 @@ def authorization_server_metadata(issuer: str, base_url: str) -> dict[str, Any]:
         "issuer": issuer,
         "token_endpoint": f"{base}/oauth2/token",
         "introspection_endpoint": f"{base}/oauth2/introspect",
-        "revocation_endpoint": f"{base}/oauth2/revoke",
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],

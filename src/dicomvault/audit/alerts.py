@@ -138,7 +138,12 @@ class WebhookNotifier:
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until queued notices were attempted (tests, shutdown)."""
         done = threading.Event()
-        threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True).start()
+
+        def wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
         done.wait(timeout)
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -106,6 +107,11 @@ class AuditQueryService:
 
     # -- gate ------------------------------------------------------------------
 
+    def record_use(self, principal: Principal, what: str, detail: bytes = b"",
+                   outcome: Outcome = Outcome.SUCCESS, description: str = "") -> None:
+        """Audit a use of the log that is not a search (e.g. ``audit verify``), PS3.15 A.5.3.2."""
+        self._log_used(principal, what, detail, outcome, description)
+
     def _log_used(self, principal: Principal, what: str, detail: bytes, outcome: Outcome,
                   description: str = "") -> None:
         """Audit Log Used (PS3.15 A.5.3.2): the audit log as a security resource, by URI."""
@@ -131,7 +137,7 @@ class AuditQueryService:
 
     # -- search ----------------------------------------------------------------
 
-    def _statement(self, f: AuditFilter) -> Select[tuple[AuditRecord]]:
+    def _statement(self, f: AuditFilter) -> Select[Any]:
         q = select(AuditRecord).where(AuditRecord.seq > f.after_seq)
         if f.since is not None:
             q = q.where(AuditRecord.event_time >= f.since)

@@ -19,18 +19,18 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
-from pydicom.uid import UID_dictionary
+from pydicom.uid import UID, UID_dictionary
 
 from dicomvault.deid.identifiers import TEXT_VRS, IdentifierSet, split_values
 from dicomvault.deid.ocr import Box, OcrEngine, render_frame, tesseract_available
-from dicomvault.deid.options import BASIC_PROFILE, OPTION_CODES, CODING_SCHEME, MethodCode, Option
-from dicomvault.deid.pixels import PixelCleanReport, clean_pixel_data
+from dicomvault.deid.options import BASIC_PROFILE, CODING_SCHEME, OPTION_CODES, MethodCode, Option
+from dicomvault.deid.pixels import PixelCleanReport, RegionRules, clean_pixel_data
 from dicomvault.deid.profile import DeidConfig
 from dicomvault.deid.profile_table import ProfileTable, TableRow, load_table
 from dicomvault.deid.pseudonym import (
     MappingRecord,
-    PseudonymKeys,
     Pseudonymizer,
+    PseudonymKeys,
     shift_date,
     shift_datetime,
 )
@@ -40,9 +40,10 @@ from dicomvault.errors import InvalidInputError
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 PIXEL_DATA = 0x7FE00010
+CONTENT_SEQUENCE = 0x0040A730
 DUMMY_TEXT = "DEIDENTIFIED"
 #: This implementation's UID (PS3.7 D.3.3.2), a 2.25 UID of a fixed name-based UUID.
-IMPLEMENTATION_UID = "2.25." + str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:dicomvault:deid").int)
+IMPLEMENTATION_UID = UID("2.25." + str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:dicomvault:deid").int))
 IMPLEMENTATION_VERSION = "DICOMVAULT01"
 DUMMY_BY_VR = {"DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y",
                "DS": "0", "IS": "0", "UR": "urn:dicomvault:deidentified", "CS": DUMMY_TEXT}
@@ -122,6 +123,13 @@ def _effective(row: TableRow, config: DeidConfig) -> str:
     return COMPOUND[config.compound].get(action, action)
 
 
+def _is_strong(elem: DataElement) -> bool:
+    """Patient-module values and identifiers are identifying wherever they reappear."""
+    keyword = elem.keyword or ""
+    return (elem.tag.group == 0x0010 and elem.VR not in ("CS", "AS", "DS", "IS", "TM")) or \
+        keyword.endswith(("ID", "Number", "Identifier", "Address", "TelephoneNumbers"))
+
+
 def _collect(ds: Dataset, ctx: _Context, mode: str = "table") -> None:
     """Sort the input's values into identifying (to remove) and kept, mirroring ``_walk``."""
     for elem in ds:
@@ -133,22 +141,25 @@ def _collect(ds: Dataset, ctx: _Context, mode: str = "table") -> None:
             action = "K" if Option.RETAIN_SAFE_PRIVATE in ctx.config.options else "X"
         elif row is not None:
             action = _effective(row, ctx.config)
-        elif tag in CODE_TAGS:
+        elif tag in CODE_TAGS and mode in ("dummy", "clean"):
             action = "K"
         else:
-            action = {"dummy": "D", "clean": "C", "removed": "X"}.get(mode, "K")
+            action = {"dummy": "D", "dummy-all": "D", "clean": "C", "removed": "X"}.get(mode, "K")
+        if elem.VR == "UI" and action in ("D", "C") and \
+                Option.RETAIN_UIDS in ctx.config.options:
+            action = "K"  # dummied/cleaned UIDs are kept under Retain UIDs (see _dummy/_clean)
         if elem.VR == "SQ":
-            sub = {"X": "removed", "Z": "removed", "D": "dummy", "C": "clean"}.get(
-                action, mode if action == "K" else "table")
+            sub = {"X": "removed", "Z": "removed", "D": _dummy_mode(tag, mode),
+                   "C": "clean"}.get(action, mode if action == "K" else "table")
             for item in elem.value or []:
                 _collect(item, ctx, sub)
             continue
         if elem.VR not in TEXT_VRS:
             continue
-        if action == "K":
-            ctx.ids.keep(elem.value)
-        elif action != "C" or elem.VR in DATE_VRS:
-            ctx.ids.add(elem.value, elem.VR)
+        if action == "K" or (action == "C" and elem.VR == "TM"):
+            ctx.ids.keep(elem.value, coded=tag in CODE_TAGS, vr=elem.VR)
+        elif action != "C" or elem.VR in ("DA", "DT"):
+            ctx.ids.add(elem.value, elem.VR, strong=_is_strong(elem))
 
 
 # ---------------------------------------------------------------------------
@@ -158,7 +169,8 @@ def _collect(ds: Dataset, ctx: _Context, mode: str = "table") -> None:
 def _dummy(elem: DataElement, ctx: _Context) -> None:
     vr = elem.VR
     if vr == "UI":
-        _uid(elem, ctx)
+        if Option.RETAIN_UIDS not in ctx.config.options:
+            _uid(elem, ctx)
     elif vr == "PN":
         elem.value = DUMMY_TEXT
     elif vr in DUMMY_BY_VR:
@@ -194,10 +206,16 @@ def _clean(elem: DataElement, ctx: _Context) -> None:
         values = [shift(v, ctx.date_offset) for v in split_values(elem.value)]
         elem.value = values if len(values) > 1 else (values[0] if values else None)
     elif vr == "UI":
-        _uid(elem, ctx)
+        if Option.RETAIN_UIDS not in ctx.config.options:
+            _uid(elem, ctx)
     elif vr in TEXT_VRS and vr not in ("DS", "IS", "CS", "AS"):
         values = [ctx.ids.scrub(v) for v in split_values(elem.value)]
         elem.value = values if len(values) > 1 else (values[0] if values else None)
+
+
+def _dummy_mode(tag: int, mode: str) -> str:
+    """D on a sequence: SR content keeps its coded concepts; any other sequence is all dummy."""
+    return "dummy" if tag == CONTENT_SEQUENCE or mode == "dummy" else "dummy-all"
 
 
 def _apply(ds: Dataset, tag: int, elem: DataElement, action: str, mode: str,
@@ -207,7 +225,8 @@ def _apply(ds: Dataset, tag: int, elem: DataElement, action: str, mode: str,
     elif action == "Z":
         elem.value = Sequence() if elem.VR == "SQ" else None
     elif elem.VR == "SQ":
-        sub = {"D": "dummy", "C": "clean"}.get(action, mode if action == "K" else "table")
+        sub = {"D": _dummy_mode(tag, mode), "C": "clean"}.get(
+            action, mode if action == "K" else "table")
         for index, item in enumerate(elem.value or []):
             _walk(item, ctx, sub, f"{path}[{index}]")
     elif action == "K":
@@ -224,9 +243,9 @@ def _apply(ds: Dataset, tag: int, elem: DataElement, action: str, mode: str,
 def _walk(ds: Dataset, ctx: _Context, mode: str, parent: str = "") -> None:
     """Apply Table E.1-1 to ``ds``; ``mode`` governs unlisted leaves (table/dummy/clean)."""
     _private(ds, ctx, parent)
-    for tag in list(ds.keys()):
-        tag = int(tag)
-        if tag not in ds or Tag(tag).is_private:
+    for key in list(ds.keys()):
+        tag = int(key)
+        if tag not in ds or key.is_private:
             continue
         elem = ds[tag]
         path = _path(parent, tag)
@@ -237,6 +256,7 @@ def _walk(ds: Dataset, ctx: _Context, mode: str, parent: str = "") -> None:
             if str(elem.value or "").strip() or tag == PATIENT_ID:
                 elem.value = (ctx.pseud.patient_id(ctx.patient_key) if tag == PATIENT_ID else
                               ctx.pseud.patient_name(ctx.patient_key, str(elem.value)))
+                ctx.ids.generated.add(str(elem.value).upper())
             ctx.actions.append(ActionRecord(path, "D"))
             continue
         row = ctx.table.lookup(tag)
@@ -251,7 +271,9 @@ def _walk(ds: Dataset, ctx: _Context, mode: str, parent: str = "") -> None:
         elif elem.VR == "SQ":
             for index, item in enumerate(elem.value or []):
                 _walk(item, ctx, mode, f"{path}[{index}]")
-        elif mode == "dummy" and tag not in CODE_TAGS and elem.VR in TEXT_VRS | {"PN"}:
+        elif mode == "dummy-all" and elem.VR in TEXT_VRS:
+            _apply(ds, tag, elem, "D", mode, ctx, path)
+        elif mode == "dummy" and tag not in CODE_TAGS and elem.VR in TEXT_VRS:
             _apply(ds, tag, elem, "D", mode, ctx, path)
         elif mode == "clean" and tag not in CODE_TAGS and elem.VR in TEXT_VRS:
             _apply(ds, tag, elem, "C", mode, ctx, path)
@@ -277,7 +299,7 @@ def _private(ds: Dataset, ctx: _Context, parent: str) -> None:
         else:
             del ds[tag]
             ctx.actions.append(ActionRecord(_path(parent, int(tag)), "X"))
-    for tag in [t for t in ds.keys() if t.is_private]:
+    for tag in [t for t in ds.keys() if t.is_private and t.element <= 0xFF]:
         if (tag.group, tag.element) not in used:
             del ds[tag]
 
@@ -428,9 +450,8 @@ def deidentify(
     return DeidResult(ds, pseud.records, ctx.actions, methods, report, pixel_report)
 
 
-def _visual_only(config: DeidConfig):  # type: ignore[no-untyped-def]
-    from dicomvault.deid.pixels import RegionRules
-
+def _visual_only(config: DeidConfig) -> RegionRules:
+    """Only the visual-features rules (Clean Recognizable Visual Features without Clean Pixel)."""
     return RegionRules(tuple(r for r in config.region_rules.rules if r.purpose != "text"))
 
 

@@ -2,7 +2,9 @@
 
 Used twice: by the Clean actions (to scrub those values out of free text) and
 by the verification pass (to find any that survived, PS3.15 E.1.1 "shall not
-be present").  Values also carried by an attribute the configuration keeps are
+be present").  *Strong* identifiers (person names and their parts, patient
+module values, identifiers, dates, UIDs) are always searched for; a *weak*
+one (a description) that an attribute the configuration keeps also carries is
 not identifying for this run (e.g. ``CHEST`` in a kept Body Part Examined).
 """
 
@@ -12,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
 
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
@@ -21,10 +24,9 @@ MIN_LENGTH = 3
 
 def split_values(value: object) -> list[str]:
     """The string values of an element value (multi-valued, PN components)."""
-    items = value if isinstance(value, list | tuple) or hasattr(value, "__iter__") and not \
-        isinstance(value, str | bytes) else [value]
+    items = value if isinstance(value, list | tuple | MultiValue) else [value]
     out: list[str] = []
-    for item in items:  # type: ignore[union-attr]
+    for item in items:
         if item is None:
             continue
         text = str(item).strip().rstrip("\0")
@@ -50,36 +52,58 @@ class IdentifierSet:
     """Identifying strings collected from an input, minus those the output may keep."""
 
     values: set[str] = field(default_factory=set)
+    strong: set[str] = field(default_factory=set)
     uids: set[str] = field(default_factory=set)
     kept: set[str] = field(default_factory=set)
+    #: Whole values of kept coded entries (controlled vocabulary, never PHI).
+    kept_codes: set[str] = field(default_factory=set)
+    #: Dates (YYYYMMDD) that kept date attributes carry, and the date behind each variant.
+    kept_dates: set[str] = field(default_factory=set)
+    date_of: dict[str, str] = field(default_factory=dict)
+    #: Values this run generated (pseudonyms): never residues, whatever they contain.
+    generated: set[str] = field(default_factory=set)
     _pattern: re.Pattern[str] | None = None
 
-    def add(self, value: object, vr: str) -> None:
+    def add(self, value: object, vr: str, strong: bool = False) -> None:
+        """Record an identifying value; ``strong`` ones survive the kept-value exclusion."""
         for text in split_values(value):
             if vr == "UI":
                 if text not in UID_dictionary:
                     self.uids.add(text)
             elif vr in TEXT_VRS:
-                self.values.update(v.upper() for v in _variants(text, vr))
+                found = {v.upper() for v in _variants(text, vr)}
+                self.values.update(found)
+                if vr in ("DA", "DT") and len(text) >= 8:
+                    self.date_of.update({v: text[:8] for v in found})
+                if strong or vr in ("PN", "DA", "DT"):
+                    self.strong.update(found)
 
-    def keep(self, value: object) -> None:
-        self.kept.update(t.upper() for t in split_values(value))
+    def keep(self, value: object, coded: bool = False, vr: str = "") -> None:
+        texts = {t.upper() for t in split_values(value)}
+        self.kept.update(texts)
+        if vr in ("DA", "DT"):
+            self.kept_dates.update(t[:8] for t in texts if len(t) >= 8)
+        if coded:
+            self.kept_codes.update(texts)
 
     def finalize(self) -> None:
         """Drop values that kept attributes also carry; compile the matcher."""
         kept_blob = "\n".join(self.kept)
         self.values = {v for v in self.values
-                       if v not in self.kept and v not in kept_blob
-                       and not (v.isdigit() and len(v) < 4)}
+                       if (v in self.strong or (v not in self.kept and v not in kept_blob))
+                       and v not in self.kept_codes and not (v.isdigit() and len(v) < 4)
+                       and self.date_of.get(v) not in self.kept_dates}
         self.uids -= self.kept
-        parts = [rf"(?<![A-Z0-9]){re.escape(v)}(?![A-Z0-9])" for v in
-                 sorted(self.values, key=len, reverse=True)]
-        parts += [rf"(?<![0-9.]){re.escape(u)}(?![0-9.])" for u in
-                  sorted(self.uids, key=len, reverse=True)]
+        values = "|".join(re.escape(v) for v in sorted(self.values, key=len, reverse=True))
+        uids = "|".join(re.escape(u) for u in sorted(self.uids, key=len, reverse=True))
+        parts = ([rf"(?<![A-Z0-9])(?:{values})(?![A-Z0-9])"] if values else []) + \
+            ([rf"(?<![0-9.])(?:{uids})(?![0-9.])"] if uids else [])
         self._pattern = re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
     def search(self, text: str) -> bool:
         """Whether ``text`` contains any identifying value (token-bounded, case-insensitive)."""
+        if text.strip().upper() in self.generated:
+            return False
         return bool(self._pattern and self._pattern.search(text))
 
     def scrub(self, text: str) -> str:

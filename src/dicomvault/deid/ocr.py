@@ -17,6 +17,8 @@ from PIL import Image
 from dicomvault.errors import UnavailableError
 
 Box = tuple[int, int, int, int]  # x, y, width, height
+#: A "word" taller than this fraction of the frame is not burned-in text.
+MAX_WORD_HEIGHT = 0.25
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,10 @@ class OcrEngine:
             if not text or conf < self.min_confidence or not any(c.isalnum() for c in text):
                 continue
             s = self.scale
-            box = (data["left"][i] // s, data["top"][i] // s,
-                   -(-data["width"][i] // s), -(-data["height"][i] // s))
+            x0, y0 = data["left"][i] // s, data["top"][i] // s
+            x1 = -(-(data["left"][i] + data["width"][i]) // s)
+            y1 = -(-(data["top"][i] + data["height"][i]) // s)
+            box = (x0, y0, x1 - x0, y1 - y0)
             found.append(Word(text, conf, box))
         return found
 
@@ -97,7 +101,10 @@ class OcrEngine:
         boxes: list[Box] = []
         for word in self.words(image):
             x, y, w, h = word.box
-            x0, y0 = max(0, x - self.pad), max(0, y - self.pad)
-            x1, y1 = min(cols, x + w + self.pad), min(rows, y + h + self.pad)
+            if h > max(rows * MAX_WORD_HEIGHT, 8):
+                continue  # not a text line: an image structure Tesseract took for a glyph
+            pad = max(self.pad, h // 4)  # antialiased edges Tesseract's binarisation drops
+            x0, y0 = max(0, x - pad), max(0, y - pad)
+            x1, y1 = min(cols, x + w + pad), min(rows, y + h + pad)
             boxes.append((x0, y0, x1 - x0, y1 - y0))
         return boxes

@@ -122,6 +122,8 @@ class PixelCleanReport:
     boxes: dict[int, list[Box]] = field(default_factory=dict)
     rules_applied: list[str] = field(default_factory=list)
     visual_rules_applied: list[str] = field(default_factory=list)
+    #: Frames whose last OCR pass found no text: re-reading them would find nothing either.
+    ocr_clean_frames: set[int] = field(default_factory=set)
     reencoded: bool = False
     transfer_syntax_changed: bool = False
 
@@ -179,7 +181,11 @@ def clean_pixel_data(
         _blank(frame, boxes, fill)
         # OCR again on the masked frame: a word hidden by a neighbour is found next pass.
         for _ in range(MAX_OCR_PASSES if detector is not None else 0):
-            found = [b for b in detector(frame, photometric) if b not in boxes]  # type: ignore[misc]
+            detected = detector(frame, photometric)  # type: ignore[misc]
+            if not detected:
+                report.ocr_clean_frames.add(index)
+                break
+            found = [b for b in detected if b not in boxes]
             if not found:
                 break
             boxes.extend(found)

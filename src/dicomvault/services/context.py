@@ -14,6 +14,8 @@ from dicomvault.access.assignments import IndexAssignments
 from dicomvault.access.identity import IdentityService
 from dicomvault.access.policy import Policy
 from dicomvault.audit.chain import AuditTrail
+from dicomvault.audit.metrics import Metrics
+from dicomvault.audit.runtime import AuditRuntime
 from dicomvault.config import Settings
 from dicomvault.crypto.keyring import Keyring, open_keyring
 from dicomvault.index.db import make_engine, make_session_factory, read_only_engine
@@ -40,6 +42,8 @@ class Services:
     archive: ArchiveService
     identity: IdentityService
     deid_export: DeidExportService
+    metrics: Metrics
+    audit_runtime: AuditRuntime
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -74,7 +78,13 @@ def build_services(settings: Settings, *, keyring: Keyring | None = None,
     store = make_blob_store(settings)
     deks = DekCache(keyring, settings.archive.dek_cache_size, settings.archive.dek_cache_ttl_seconds)
     patient_keys = PatientKeys(read_factory, deks)
-    audit = AuditTrail(factory, keyring, patient_keys.dek_for)
+    metrics = Metrics()
+    audit = AuditTrail(factory, keyring, patient_keys.dek_for, node_id=settings.dimse.ae_title,
+                       metrics=metrics,
+                       checkpoint_export_dir=settings.audit.checkpoint_export_dir or None)
+    # Alert rules are installed now (they act on every append); the runtime's
+    # background threads (syslog forwarder, checkpoints) start with ``serve``.
+    audit_runtime = AuditRuntime(audit, settings, metrics=metrics)
 
     def is_deidentified(study_uid: str) -> bool:
         from sqlalchemy import select
@@ -88,7 +98,7 @@ def build_services(settings: Settings, *, keyring: Keyring | None = None,
                              max_query_results=settings.archive.max_query_results)
     identity = IdentityService(factory, keyring, settings,
                                lambda events, session: _discard(audit.append(events, session)),
-                               policy=policy)
+                               policy=policy, read_factory=read_factory)
     deid_export = DeidExportService(archive, factory, keyring, patient_keys, policy, audit)
     return Services(settings, engine, factory, read_factory, keyring, store, deks, patient_keys,
-                    policy, audit, archive, identity, deid_export)
+                    policy, audit, archive, identity, deid_export, metrics, audit_runtime)

@@ -30,6 +30,7 @@ from dicomvault.crypto import envelope
 from dicomvault.crypto.keyring import DataKey, Keyring
 from dicomvault.errors import ConflictError, InvalidInputError
 from dicomvault.index.base import utcnow
+from dicomvault.index.db import make_session_factory, read_only_engine
 from dicomvault.index.models import Instance, Patient, SearchToken, Series, Study
 from dicomvault.index.phi import PHI_FIELDS, PhiField, field_aad
 from dicomvault.services.auditing import AuditSink, actor, deny_event, refusal
@@ -97,8 +98,12 @@ class Ingestor:
 
     def __init__(self, factory: sessionmaker[Session], keyring: Keyring, store: BlobStore,
                  deks: DekCache, policy: Policy, audit: AuditSink,
-                 on_duplicate: Literal["reject", "overwrite"] = "reject") -> None:
+                 on_duplicate: Literal["reject", "overwrite"] = "reject",
+                 read_factory: sessionmaker[Session] | None = None) -> None:
         self._factory = factory
+        # Look-ups before the write transaction (duplicate check, patient key) must not
+        # take SQLite's write lock (BEGIN IMMEDIATE): concurrent ingests would queue on it.
+        self._read_factory = read_factory or _read_only(factory)
         self._keyring = keyring
         self._store = store
         self._deks = deks
@@ -154,13 +159,13 @@ class Ingestor:
 
     # -- steps ------------------------------------------------------------
     def _existing(self, sop_uid: str) -> Instance | None:
-        with self._factory() as s:
+        with self._read_factory() as s:
             return s.execute(select(Instance).where(Instance.sop_uid == sop_uid)).scalar()
 
     def _patient_key(self, ds: Dataset) -> tuple[str, DataKey]:
         token = identity_token(self._keyring, ds)
         for _attempt in range(3):
-            with self._factory() as s:
+            with self._read_factory() as s:
                 row = s.execute(
                     select(Patient.key_id, Patient.wrapped_dek).where(Patient.identity_token == token)
                 ).first()
@@ -232,19 +237,19 @@ class Ingestor:
         ds = parsed.dataset
         old_blob: str | None = None
         with self._factory() as s, s.begin():
-            patient = s.execute(select(Patient).where(Patient.key_id == key_id)).scalar_one()
+            patient_id = s.execute(select(Patient.id).where(Patient.key_id == key_id)).scalar_one()
             # Row locks (PostgreSQL) serialise counter updates per study; SQLite's
             # BEGIN IMMEDIATE already serialises writers.
             study = s.execute(select(Study).where(Study.study_uid == parsed.study_uid)
                               .with_for_update()).scalar()
             if study is None:
-                study = Study(patient_id=patient.id, study_uid=parsed.study_uid,
+                study = Study(patient_id=patient_id, study_uid=parsed.study_uid,
                               study_date=_date(ds, "StudyDate"), study_time=_time(ds, "StudyTime"),
                               deidentified=collection is not None, project=collection)
                 s.add(study)
                 s.flush()
                 self._write_phi(s, "study", study, study.study_uid, dek, ds)
-            elif study.patient_id != patient.id:
+            elif study.patient_id != patient_id:
                 raise ConflictError("the study belongs to a different patient")
             elif study.deidentified != (collection is not None):
                 raise ConflictError("identified and de-identified data cannot share a study")
@@ -321,6 +326,12 @@ class Ingestor:
             door=door,
             context={"instances": 1},
         )
+
+
+def _read_only(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """A session factory on the same pool for read-only units of work (no write lock)."""
+    bind = factory.kw.get("bind")
+    return make_session_factory(read_only_engine(bind)) if bind is not None else factory
 
 
 def _tokens_for(blind: object, field: PhiField, value: str) -> set[str]:

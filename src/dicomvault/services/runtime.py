@@ -56,6 +56,7 @@ def run_server(settings: Settings, environ: Mapping[str, str], *,
     dimse = DimseServer(services)
     web = None
     try:
+        services.audit_runtime.start()
         _activity(services, True, f"orphan blobs removed at start: {swept}")
         _weakened(services)
         dimse.start()
@@ -76,8 +77,6 @@ def run_server(settings: Settings, environ: Mapping[str, str], *,
             web.stop()
         dimse.stop()
         _activity(services, False)
-        checkpoint = getattr(services.audit, "checkpoint", None)
-        if callable(checkpoint):
-            checkpoint()
+        services.audit_runtime.stop()  # anchors the head with a signed checkpoint
         services.close()
         log("stopped")

@@ -45,7 +45,9 @@ def _coding(code: Code) -> dict[str, str]:
     return {"system": system, "code": code.code, "display": code.meaning}
 
 
-def _type_and_profile(record: StoredRecord, has_patient: bool) -> tuple[dict, list[dict], str | None]:
+def _type_and_profile(
+    record: StoredRecord, has_patient: bool
+) -> tuple[dict[str, str], list[dict[str, str]], str | None]:
     event = _coding(record.event)
     if record.event.code == "110112":
         interaction = "search"
@@ -54,12 +56,12 @@ def _type_and_profile(record: StoredRecord, has_patient: bool) -> tuple[dict, li
     else:
         interaction = ""
     if interaction:
-        profile = ("Patient" if has_patient else "") + _INTERACTION_PROFILE[interaction]
+        name = ("Patient" if has_patient else "") + _INTERACTION_PROFILE[interaction]
         rest = {"system": AUDIT_EVENT_TYPE, "code": "rest", "display": "Restful Operation"}
         subtype = [{"system": RESTFUL, "code": interaction}, event]
-        return rest, subtype, f"{BALP}IHE.BasicAudit.{profile}"
+        return rest, subtype, f"{BALP}IHE.BasicAudit.{name}"
     subtype = [_coding(t) for t in record.types]
-    profile = None
+    profile: str | None = None
     if record.event.code == "110114":
         codes = {t.code for t in record.types}
         profile = "IHE.BasicAudit.Login" if "110122" in codes else (

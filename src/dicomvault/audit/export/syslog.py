@@ -14,6 +14,8 @@
   Everything not confirmed is sent again after reconnecting, and survives a
   restart of either side.  Delivery is at-least-once: a collector may see a
   record twice and can drop duplicates by ``sequenceId``.
+* Several nodes: on PostgreSQL only the holder of a session advisory lock
+  forwards; the others stand by and take over when it stops or dies.
 * Back-off: failed connections and sends are retried with exponential
   back-off (``backoff_initial`` doubling up to ``backoff_max``, with jitter).
 """
@@ -30,8 +32,9 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import Connection, delete, func, text, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomvault.audit.chain import AuditTrail
@@ -47,6 +50,8 @@ FACILITY = 10  # security/authorization messages (RFC 5424 table 1), IHE ATNA
 MSGID = "IHE+RFC-3881"
 BOM = b"\xef\xbb\xbf"
 _MAX_SEQUENCE_ID = 2_147_483_647
+#: PostgreSQL session advisory lock held by the one forwarder allowed to send ("DVSYSLG").
+FORWARDER_LOCK_KEY = 0x44_5653_5953_4C47
 
 
 def severity(record: StoredRecord) -> int:
@@ -125,6 +130,7 @@ class SyslogForwarder:
         self._retry_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock_conn: Connection | None = None
         self.sent = 0
         self.confirmed = 0
         #: Times the connection was found dead or failed (each triggers a resend).
@@ -231,8 +237,43 @@ class SyslogForwarder:
                     last_error=type(exc).__name__[:200],
                 ))
 
+    def _is_leader(self) -> bool:
+        """On PostgreSQL only one node forwards: the holder of a session advisory lock."""
+        bind = self._factory.kw.get("bind")
+        if bind is None or bind.dialect.name != "postgresql":
+            return True
+        if self._lock_conn is not None:
+            try:
+                self._lock_conn.exec_driver_sql("SELECT 1")
+                self._lock_conn.commit()
+                return True
+            except SQLAlchemyError:
+                self._release_leadership()
+        conn = bind.connect()
+        try:
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                    {"k": FORWARDER_LOCK_KEY}).scalar())
+            conn.commit()
+        except SQLAlchemyError:
+            conn.invalidate()
+            conn.close()
+            return False
+        if not got:
+            conn.close()
+            return False
+        self._lock_conn = conn
+        return True
+
+    def _release_leadership(self) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is not None:
+            conn.invalidate()  # drop the connection: the session lock goes with it
+            conn.close()
+
     def drain_once(self) -> int:
         """Confirm, then send what is due.  Returns the number of messages written."""
+        if not self._is_leader():
+            return 0
         if self._sock is not None and not self._alive():
             self.connection_losses += 1
             self._disconnect()
@@ -290,3 +331,4 @@ class SyslogForwarder:
             except (OSError, ValueError):
                 pass
         self._disconnect()
+        self._release_leadership()
