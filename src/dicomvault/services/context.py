@@ -17,6 +17,7 @@ from dicomvault.audit.chain import AuditTrail
 from dicomvault.audit.metrics import Metrics
 from dicomvault.audit.runtime import AuditRuntime
 from dicomvault.config import Settings
+from dicomvault.errors import ConfigurationError
 from dicomvault.crypto.keyring import Keyring, open_keyring
 from dicomvault.index.db import make_engine, make_session_factory, read_only_engine
 from dicomvault.index.models import Study
@@ -63,9 +64,8 @@ def load_keyring(settings: Settings, environ: Mapping[str, str] | None = None) -
 def make_blob_store(settings: Settings) -> BlobStore:
     if settings.storage.backend == "filesystem":
         return FilesystemBlobStore(settings.blob_root)
-    from dicomvault.storage.s3 import S3BlobStore  # type: ignore[import-not-found]
-
-    return S3BlobStore.from_settings(settings)  # pragma: no cover - S3 lands with scale-out
+    # The S3 store (scale-out) is not part of this release: refuse clearly at start.
+    raise ConfigurationError("storage.backend: only 'filesystem' is available in this release")
 
 
 def build_services(settings: Settings, *, keyring: Keyring | None = None,
