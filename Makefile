@@ -8,9 +8,9 @@ CONFIG ?= $(wildcard dicomvault.toml)
 CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: DCMTK (interop tests), Tesseract (OCR de-identification),
-# rsyslog + TLS (audit forwarding test).
-APT_PACKAGES := dcmtk tesseract-ocr tesseract-ocr-eng rsyslog rsyslog-gnutls fonts-dejavu-core
-APT_COMMANDS := storescu tesseract rsyslogd
+# rsyslog + TLS (audit forwarding test), Chromium (browser tests; never a downloaded browser).
+APT_PACKAGES := dcmtk tesseract-ocr tesseract-ocr-eng rsyslog rsyslog-gnutls fonts-dejavu-core chromium
+APT_COMMANDS := storescu tesseract rsyslogd chromium
 
 .PHONY: run test sysdeps install lint typecheck bench clean
 
@@ -34,6 +34,7 @@ sysdeps:
 
 run: $(STAMP)
 	@if [ ! -f "$${DICOMVAULT_DATA_DIR:-data}/keys/root.json" ]; then $(BIN)/dicomvault init $(CONFIG_FLAG); fi
+	-$(BIN)/dicomvault viewer install $(CONFIG_FLAG)
 	$(BIN)/dicomvault serve $(CONFIG_FLAG)
 
 test: $(STAMP) sysdeps

@@ -49,7 +49,7 @@ class ArchiveService:
         self._ingestor = Ingestor(factory, keyring, store, deks, policy, audit, on_duplicate)
         self._searcher = Searcher(read_factory, keyring, deks, policy, audit, max_query_results)
         self._retriever = Retriever(read_factory, store, deks, policy, audit,
-                                    patient_matcher=self._patient_key_ids_for_id)
+                                    patient_matcher=self.patient_key_ids)
 
     # -- ingest / query / retrieve -----------------------------------------
     def ingest(self, principal: Principal, data: bytes, *, door: str,
@@ -83,7 +83,11 @@ class ArchiveService:
         self._retriever.record_transfer(principal, refs, door=door, destination=destination,
                                         failed=failed)
 
-    def _patient_key_ids_for_id(self, patient_id: str) -> list[str]:
+    def patient_key_ids(self, patient_id: str) -> list[str]:
+        """Patient key ids whose Patient ID equals ``patient_id`` (through the blind index).
+
+        Internal lookup for retrieves, reports and GDPR requests; callers authorize first.
+        """
         token = self._keyring.blind.exact("patient.PatientID", patient_id.strip())
         with self._factory() as s:
             return list(s.execute(

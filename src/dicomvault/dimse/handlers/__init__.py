@@ -1,0 +1,1 @@
+"""Thin DIMSE handlers: translate DIMSE messages to the service API and back."""
