@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from typing import Any
 
 from pydicom.uid import (
@@ -120,6 +121,21 @@ def _service_allowed(abstract_syntax: str, services: frozenset[str]) -> bool:
     return service in services
 
 
+def _timed(handler: Any, service: str, metrics: Any) -> Any:
+    """Wrap a status-returning handler to count it in the Prometheus metrics (no PHI in labels)."""
+    if metrics is None:
+        return handler
+
+    def wrapper(event: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        result = handler(event, *args)
+        status_value = getattr(result, "Status", result if isinstance(result, int) else 0xC000)
+        metrics.dimse_request(service, int(status_value), time.perf_counter() - started)
+        return result
+
+    return wrapper
+
+
 class DimseServer:
     """DIMSE listeners over one ``Services`` container (PS3.7, PS3.8, PS3.15 B.9)."""
 
@@ -146,13 +162,20 @@ class DimseServer:
         ae.connection_timeout = dimse.acse_timeout
         self._ae = ae
         contexts = supported_contexts()
+        metrics = getattr(self.services, "metrics", None)
         handlers = [
-            (evt.EVT_C_ECHO, handle_echo),
-            (evt.EVT_C_STORE, handle_store, [self.services]),
+            (evt.EVT_C_ECHO, _timed(handle_echo, "echo", metrics)),
+            (evt.EVT_C_STORE, _timed(handle_store, "store", metrics), [self.services]),
             (evt.EVT_C_FIND, handle_find, [self.services]),
             (evt.EVT_C_MOVE, handle_move, [self.services, self.client_tls]),
             (evt.EVT_C_GET, handle_get, [self.services]),
         ]
+        if metrics is not None:
+            handlers += [
+                (evt.EVT_ACCEPTED, lambda _e: metrics.association("accepted")),
+                (evt.EVT_REJECTED, lambda _e: metrics.association("rejected")),
+                (evt.EVT_ABORTED, lambda _e: metrics.association("aborted")),
+            ]
         self._tls_server = self._serve(
             (dimse.host, dimse.port), tls.server_context(self.settings), contexts, handlers)
         if dimse.plain_port:

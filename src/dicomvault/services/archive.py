@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,8 +40,9 @@ class ArchiveService:
     def __init__(self, factory: sessionmaker[Session], read_factory: sessionmaker[Session],
                  keyring: Keyring, store: BlobStore, deks: DekCache, policy: Policy,
                  audit: AuditSink, *, on_duplicate: Literal["reject", "overwrite"] = "reject",
-                 max_query_results: int = 10_000) -> None:
+                 max_query_results: int = 10_000, metrics: Any = None) -> None:
         self._factory = factory
+        self._metrics = metrics
         self._store = store
         self._policy = policy
         self._audit = audit
@@ -56,9 +57,12 @@ class ArchiveService:
                dataset_transfer_syntax: str | None = None, source_ae: str | None = None,
                collection: str | None = None) -> IngestResult:
         """Store one instance (PS3.4 B.2.3 / PS3.18 10.5); see ``services.ingest``."""
-        return self._ingestor.ingest(principal, data, door=door,
-                                     dataset_transfer_syntax=dataset_transfer_syntax, source_ae=source_ae,
-                                     collection=collection)
+        result = self._ingestor.ingest(principal, data, door=door,
+                                       dataset_transfer_syntax=dataset_transfer_syntax, source_ae=source_ae,
+                                       collection=collection)
+        if self._metrics is not None and result.status != "duplicate":
+            self._metrics.instance_stored(len(data))
+        return result
 
     def find(self, principal: Principal, query: FindQuery, *, door: str) -> FindResult:
         """Search (PS3.4 C.6 / PS3.18 10.6); see ``services.query``."""

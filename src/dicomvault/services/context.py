@@ -17,8 +17,8 @@ from dicomvault.audit.chain import AuditTrail
 from dicomvault.audit.metrics import Metrics
 from dicomvault.audit.runtime import AuditRuntime
 from dicomvault.config import Settings
-from dicomvault.errors import ConfigurationError
 from dicomvault.crypto.keyring import Keyring, open_keyring
+from dicomvault.errors import ConfigurationError
 from dicomvault.index.db import make_engine, make_session_factory, read_only_engine
 from dicomvault.index.models import Study
 from dicomvault.services.archive import ArchiveService
@@ -95,7 +95,7 @@ def build_services(settings: Settings, *, keyring: Keyring | None = None,
     policy = Policy(IndexAssignments(read_factory, is_deidentified))
     archive = ArchiveService(factory, read_factory, keyring, store, deks, policy, audit,
                              on_duplicate=settings.archive.on_duplicate,
-                             max_query_results=settings.archive.max_query_results)
+                             max_query_results=settings.archive.max_query_results, metrics=metrics)
     identity = IdentityService(factory, keyring, settings,
                                lambda events, session: _discard(audit.append(events, session)),
                                policy=policy, read_factory=read_factory)

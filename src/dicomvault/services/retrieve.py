@@ -110,7 +110,8 @@ class Retriever:
                     sop_instance_uid=inst.sop_uid, sop_class_uid=inst.sop_class_uid,
                     transfer_syntax_uid=inst.transfer_syntax_uid, study_instance_uid=study_uid,
                     series_instance_uid=series_uid, size=inst.size, blob_key=inst.blob_key,
-                    patient_key_id=key_id, number_of_frames=inst.number_of_frames))
+                    patient_key_id=key_id, number_of_frames=inst.number_of_frames,
+                    wrapped_dek=_wrapped))
         if denied:
             self._audit.append([deny_event(principal, door, perm.STUDY_READ, uid) for uid in sorted(denied)])
         if not refs:
@@ -121,7 +122,8 @@ class Retriever:
 
     def stream_part10(self, ref: InstanceRef) -> Iterator[bytes]:
         """Decrypt the stored PS3.10 object chunk by chunk (verified)."""
-        dek = self._deks.get(ref.patient_key_id, self._wrapped(ref.patient_key_id))
+        wrapped = ref.wrapped_dek if ref.wrapped_dek is not None else self._wrapped(ref.patient_key_id)
+        dek = self._deks.get(ref.patient_key_id, wrapped)
         if dek is None:
             raise NotFoundError("instance not found")
         fh = self._store.open(ref.blob_key)

@@ -61,6 +61,8 @@ class InstanceRef:
     blob_key: str = ""
     patient_key_id: str = ""
     number_of_frames: int = 1
+    #: internal: the patient's wrapped DEK as read by ``locate`` (saves a lookup per instance)
+    wrapped_dek: str | None = None
 
 
 @dataclass(frozen=True)
