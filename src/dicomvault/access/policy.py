@@ -107,9 +107,7 @@ class Policy:
             # for resources outside a scope the principal does have.
             return Decision(False, scope, f"no permission {action}")
         if scope is Scope.ALL:
-            if study is not None and self.assignments.is_deidentified_study(study):
-                # De-identified collections belong to research; clinical roles keep access.
-                return Decision(True, scope, "granted")
+            # De-identified collections too: clinical roles keep access to them.
             return Decision(True, scope, "granted")
         if study is None:
             # Collection-level action (a search): allowed, results filtered by query_scope.

@@ -49,13 +49,25 @@ def _chunk_aad(header: bytes, aad: bytes, index: int, final: bool) -> bytes:
     return header + struct.pack(">I", len(aad)) + aad + struct.pack(">Q?", index, final)
 
 
-def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes | memoryview]:
+    """Pieces of exactly ``size`` bytes (the last one shorter, possibly empty).
+
+    Whole chunks inside a large piece are yielded as zero-copy views.
+    """
     buf = bytearray()
     for piece in chunks:
-        buf += piece
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
+        view = memoryview(piece)
+        if buf:
+            take = min(size - len(buf), len(view))
+            buf += view[:take]
+            view = view[take:]
+            if len(buf) == size:
+                yield bytes(buf)
+                buf.clear()
+        while len(view) >= size:
+            yield view[:size]
+            view = view[size:]
+        buf += view
     yield bytes(buf)
 
 
@@ -74,7 +86,7 @@ def encrypt_stream(
     blob_key = dek._derive(nonce, _INFO)
     written = len(header)
     write(header)
-    pending: bytes | None = None
+    pending: bytes | memoryview | None = None
     index = 0
     for piece in _rechunk(chunks, chunk_size):
         if pending is not None:

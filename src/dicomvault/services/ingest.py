@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydicom.dataset import Dataset
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -236,74 +236,85 @@ class Ingestor:
                 collection: str | None = None) -> Literal["stored", "overwritten"]:
         ds = parsed.dataset
         old_blob: str | None = None
+        # The common case (study and series exist, new instance) runs as a few Core
+        # statements; ORM objects are only built to create a study or series.
         with self._factory() as s, s.begin():
             patient_id = s.execute(select(Patient.id).where(Patient.key_id == key_id)).scalar_one()
             # Row locks (PostgreSQL) serialise counter updates per study; SQLite's
             # BEGIN IMMEDIATE already serialises writers.
-            study = s.execute(select(Study).where(Study.study_uid == parsed.study_uid)
-                              .with_for_update()).scalar()
-            if study is None:
+            study_row = s.execute(select(Study.id, Study.patient_id, Study.deidentified)
+                                  .where(Study.study_uid == parsed.study_uid).with_for_update()).first()
+            if study_row is None:
                 study = Study(patient_id=patient_id, study_uid=parsed.study_uid,
                               study_date=_date(ds, "StudyDate"), study_time=_time(ds, "StudyTime"),
                               deidentified=collection is not None, project=collection)
                 s.add(study)
                 s.flush()
                 self._write_phi(s, "study", study, study.study_uid, dek, ds)
-            elif study.patient_id != patient_id:
+                study_id = study.id
+            elif study_row.patient_id != patient_id:
                 raise ConflictError("the study belongs to a different patient")
-            elif study.deidentified != (collection is not None):
+            elif study_row.deidentified != (collection is not None):
                 raise ConflictError("identified and de-identified data cannot share a study")
-            series = s.execute(select(Series).where(Series.series_uid == parsed.series_uid)
-                               .with_for_update()).scalar()
-            if series is None:
-                series = Series(study_id=study.id, series_uid=parsed.series_uid,
-                                modality=_code(ds, "Modality", 16),
-                                series_number=_int(ds, "SeriesNumber"),
-                                series_date=_date(ds, "SeriesDate"), series_time=_time(ds, "SeriesTime"),
-                                body_part=_code(ds, "BodyPartExamined", 64))
-                s.add(series)
-                s.flush()
-                self._write_phi(s, "series", series, series.series_uid, dek, ds)
-                study.num_series += 1
-                modalities = set(filter(None, study.modalities.split("\\")))
-                if series.modality:
-                    modalities.add(series.modality)
-                study.modalities = "\\".join(sorted(modalities))
-            elif series.study_id != study.id:
-                raise ConflictError("the series belongs to a different study")
-
-            instance = s.execute(
-                select(Instance).where(Instance.sop_uid == parsed.sop_instance_uid)
-            ).scalar()
-            status: Literal["stored", "overwritten"] = "stored"
-            if instance is not None:
-                if self._on_duplicate != "overwrite" or instance.series_id != series.id:
-                    raise ConflictError("a different object is already stored under this SOP Instance UID")
-                old_blob = instance.blob_key
-                status = "overwritten"
             else:
-                instance = Instance(series_id=series.id, sop_uid=parsed.sop_instance_uid)
-                s.add(instance)
-                series.num_instances += 1
-                study.num_instances += 1
-            instance.sop_class_uid = parsed.sop_class_uid
-            instance.instance_number = _int(ds, "InstanceNumber")
-            instance.number_of_frames = _int(ds, "NumberOfFrames") or 1
-            instance.rows = _int(ds, "Rows")
-            instance.columns = _int(ds, "Columns")
-            instance.transfer_syntax_uid = parsed.transfer_syntax_uid
-            instance.blob_key = stored.blob_key
-            instance.size = stored.size
-            instance.blob_sha256 = stored.blob_sha256
-            instance.content_mac = content_mac
-            study.updated_at = utcnow()
-            s.flush()
+                study_id = study_row.id
+            series_row = s.execute(select(Series.id, Series.study_id)
+                                   .where(Series.series_uid == parsed.series_uid).with_for_update()).first()
+            if series_row is None:
+                series_id = self._create_series(s, study_id, parsed, dek)
+            elif series_row.study_id != study_id:
+                raise ConflictError("the series belongs to a different study")
+            else:
+                series_id = series_row.id
+
+            existing = s.execute(select(Instance.id, Instance.series_id, Instance.blob_key)
+                                 .where(Instance.sop_uid == parsed.sop_instance_uid)).first()
+            values = {
+                "sop_class_uid": parsed.sop_class_uid,
+                "instance_number": _int(ds, "InstanceNumber"),
+                "number_of_frames": _int(ds, "NumberOfFrames") or 1,
+                "rows": _int(ds, "Rows"), "columns": _int(ds, "Columns"),
+                "transfer_syntax_uid": parsed.transfer_syntax_uid,
+                "blob_key": stored.blob_key, "size": stored.size,
+                "blob_sha256": stored.blob_sha256, "content_mac": content_mac,
+            }
+            status: Literal["stored", "overwritten"] = "stored"
+            if existing is not None:
+                if self._on_duplicate != "overwrite" or existing.series_id != series_id:
+                    raise ConflictError("a different object is already stored under this SOP Instance UID")
+                old_blob = existing.blob_key
+                status = "overwritten"
+                s.execute(update(Instance).where(Instance.id == existing.id).values(**values))
+            else:
+                s.execute(insert(Instance).values(series_id=series_id, sop_uid=parsed.sop_instance_uid,
+                                                  created_at=utcnow(), **values))
+                s.execute(update(Series).where(Series.id == series_id)
+                          .values(num_instances=Series.num_instances + 1))
+                s.execute(update(Study).where(Study.id == study_id)
+                          .values(num_instances=Study.num_instances + 1, updated_at=utcnow()))
             description = "overwritten: replaced a different object (configured)" if old_blob else ""
             self._audit.append([self._import_event(principal, door, parsed, ev.Outcome.SUCCESS,
                                                    description, key_id=key_id)], session=s)
         if old_blob:
             self._store.delete(old_blob)
         return status
+
+    def _create_series(self, s: Session, study_id: int, parsed: ParsedInstance, dek: DataKey) -> int:
+        ds = parsed.dataset
+        series = Series(study_id=study_id, series_uid=parsed.series_uid,
+                        modality=_code(ds, "Modality", 16), series_number=_int(ds, "SeriesNumber"),
+                        series_date=_date(ds, "SeriesDate"), series_time=_time(ds, "SeriesTime"),
+                        body_part=_code(ds, "BodyPartExamined", 64))
+        s.add(series)
+        s.flush()
+        self._write_phi(s, "series", series, series.series_uid, dek, ds)
+        current = s.execute(select(Study.modalities).where(Study.id == study_id)).scalar_one()
+        modalities = set(filter(None, current.split("\\")))
+        if series.modality:
+            modalities.add(series.modality)
+        s.execute(update(Study).where(Study.id == study_id).values(
+            num_series=Study.num_series + 1, modalities="\\".join(sorted(modalities))))
+        return series.id
 
     # -- audit --------------------------------------------------------------
     def _import_event(self, principal: Principal, door: str, parsed: ParsedInstance | None,

@@ -54,6 +54,14 @@ class DekCache:
                 self._entries.popitem(last=False)
         return dek
 
+    def peek(self, key_id: str) -> DataKey | None:
+        """A cached, unexpired DEK without touching the index (None if not cached)."""
+        with self._lock:
+            entry = self._entries.get(key_id)
+            if entry and self._clock() - entry[0] < self._ttl:
+                return entry[1]
+        return None
+
     def put(self, key_id: str, dek: DataKey) -> None:
         with self._lock:
             self._entries[key_id] = (self._clock(), dek)
@@ -75,6 +83,15 @@ class PatientKeys:
         self.cache = cache
 
     def dek_for(self, key_id: str, session: Session | None = None) -> DataKey | None:
+        """The DEK for sealing/opening (audit PHI, mappings); cached keys skip the index.
+
+        An erasure in this process forgets the cached key at once; another
+        node's erasure is seen within the cache TTL.
+        """
+        cached = self.cache.peek(key_id)
+        if cached is not None:
+            return cached
+
         def lookup(s: Session) -> str | None:
             return s.execute(select(Patient.wrapped_dek).where(Patient.key_id == key_id)).scalar()
 
