@@ -31,7 +31,7 @@ from dicomvault.config import SecuritySettings
 from dicomvault.crypto.keyring import Keyring
 from dicomvault.errors import ForbiddenError, NotAuthenticatedError
 
-COOKIE_NAME = "__Host-dicomvault-session"
+COOKIE_NAME = "__Host-dicomvault_session"
 CSRF_HEADER = "X-CSRF-Token"
 #: Attributes the web layer sets on the session cookie.
 COOKIE_ATTRIBUTES = {"httponly": True, "secure": True, "samesite": "strict", "path": "/"}

@@ -98,12 +98,14 @@ class Retriever:
         refs: list[InstanceRef] = []
         denied: set[str] = set()
         allowed: set[str] = set()
+        break_glass: set[str] = set()
         for inst, series_uid, study_uid, key_id, _wrapped in rows:
             if study_uid not in allowed and study_uid not in denied:
                 decision = self._policy.authorize(
                     principal, perm.STUDY_READ, Resource("study", study_uid=study_uid, patient_key_id=key_id))
                 (allowed if decision.allowed else denied).add(study_uid)
                 if decision.allowed and decision.break_glass:
+                    break_glass.add(study_uid)
                     self._audit.append([_break_glass_use(principal, door, study_uid)])
             if study_uid in allowed:
                 refs.append(InstanceRef(
@@ -116,8 +118,12 @@ class Retriever:
             self._audit.append([deny_event(principal, door, perm.STUDY_READ, uid) for uid in sorted(denied)])
         if not refs:
             raise NotFoundError("no matching instances")
-        self._audit.append([self._transfer_event(principal, door, refs, ev.EventId.BEGIN_TRANSFERRING,
-                                                 purpose, ev.Outcome.SUCCESS)])
+        event = self._transfer_event(principal, door, refs, ev.EventId.BEGIN_TRANSFERRING, purpose,
+                                     ev.Outcome.SUCCESS)
+        if break_glass:
+            # The reason of access for disclosure reports (HIPAA accounting of disclosures).
+            event.context["break_glass"] = sorted(break_glass)
+        self._audit.append([event])
         return refs
 
     def stream_part10(self, ref: InstanceRef) -> Iterator[bytes]:

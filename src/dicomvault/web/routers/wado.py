@@ -1,0 +1,281 @@
+"""WADO-RS (PS3.18 10.4): instances, metadata, frames, bulk data, rendered and thumbnails.
+
+Every resource first ``locate``s the instances through the archive service
+(policy decision + "Begin Transferring" audit; out of scope → 404), then
+streams them and records "DICOM Instances Transferred" (110104) once sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from dicomvault.access.principal import Principal
+from dicomvault.errors import InvalidInputError
+from dicomvault.services.context import Services
+from dicomvault.services.types import InstanceRef
+from dicomvault.web import render as rendering
+from dicomvault.web import transcode
+from dicomvault.web.deps import CurrentPrincipal, ServicesDep, client_address
+from dicomvault.web.dicomjson import dataset_to_json, resolve_bulk_path
+from dicomvault.web.multipart import new_boundary, write_parts
+from dicomvault.web.negotiation import (
+    ANY_TS,
+    EXPLICIT_LE,
+    negotiate_dicom,
+    negotiate_image,
+    negotiate_octets,
+    parse_accept,
+)
+from dicomvault.web.problems import NotAcceptableError
+from dicomvault.web.routers.common import (
+    DICOM_JSON,
+    DICOMWEB,
+    InstanceUid,
+    SeriesUid,
+    StudyUid,
+    base_url,
+    instance_url,
+)
+
+router = APIRouter(prefix=DICOMWEB, tags=["WADO-RS"])
+
+_FRAME_LIST = re.compile(r"^[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,999}$")
+_BULK_PATH = r"^[0-9A-Fa-f]{8}(/[0-9]{1,6}/[0-9A-Fa-f]{8}){0,8}$"
+THUMBNAIL_VIEWPORT = (128, 128)
+
+
+def _locate(services: Services, principal: Principal, request: Request, level: str,
+            study: str, series: str = "", sop: str = "") -> list[InstanceRef]:
+    keys = {"StudyInstanceUID": study}
+    if level in ("SERIES", "IMAGE"):
+        keys["SeriesInstanceUID"] = series
+    if level == "IMAGE":
+        keys["SOPInstanceUID"] = sop
+    return services.archive.locate(principal, level, keys, door="dicomweb",
+                                   purpose=client_address(request) or "dicomweb")
+
+
+def _instances_body(services: Services, principal: Principal, refs: list[InstanceRef], target: str,
+                    boundary: str, destination: str) -> Iterator[bytes]:
+    """multipart/related body of PS3.10 objects; audits the transfer when done (or cut short)."""
+    sent = 0
+
+    def parts() -> Iterator[tuple[str, Iterable[bytes], dict[str, str] | None]]:
+        nonlocal sent
+        for ref in refs:
+            if target == ANY_TS or target == ref.transfer_syntax_uid:
+                content: Iterable[bytes] = services.archive.stream_part10(ref)
+                ts = ref.transfer_syntax_uid
+            else:
+                content = [transcode.to_explicit_le(services.archive.read_part10(ref))]
+                ts = EXPLICIT_LE
+            yield f"application/dicom; transfer-syntax={ts}", content, None
+            sent += 1
+
+    try:
+        yield from write_parts(boundary, parts())
+    finally:
+        services.archive.record_transfer(principal, refs[:sent], door="dicomweb", destination=destination,
+                                         failed=len(refs) - sent)
+
+
+def _retrieve(request: Request, services: Services, principal: Principal, level: str,
+              study: str, series: str = "", sop: str = "") -> StreamingResponse:
+    refs = _locate(services, principal, request, level, study, series, sop)
+    target = negotiate_dicom(request.headers.get("accept"), {r.transfer_syntax_uid for r in refs})
+    boundary = new_boundary()
+    body = _instances_body(services, principal, refs, target, boundary,
+                           client_address(request) or "dicomweb")
+    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    if target != ANY_TS:
+        media += f"; transfer-syntax={target}"
+    return StreamingResponse(body, media_type=media)
+
+
+@router.get("/studies/{study}", summary="Retrieve a study")
+def retrieve_study(study: StudyUid, request: Request, services: ServicesDep,
+                   principal: CurrentPrincipal) -> StreamingResponse:
+    """PS3.18 10.4 Retrieve Study (multipart/related; type="application/dicom")."""
+    return _retrieve(request, services, principal, "STUDY", study)
+
+
+@router.get("/studies/{study}/series/{series}", summary="Retrieve a series")
+def retrieve_series(study: StudyUid, series: SeriesUid, request: Request, services: ServicesDep,
+                    principal: CurrentPrincipal) -> StreamingResponse:
+    """PS3.18 10.4 Retrieve Series."""
+    return _retrieve(request, services, principal, "SERIES", study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}", summary="Retrieve an instance")
+def retrieve_instance(study: StudyUid, series: SeriesUid, sop: InstanceUid, request: Request,
+                      services: ServicesDep, principal: CurrentPrincipal) -> StreamingResponse:
+    """PS3.18 10.4 Retrieve Instance."""
+    return _retrieve(request, services, principal, "IMAGE", study, series, sop)
+
+
+def _bulk_uri(instance: str) -> Callable[[str], str]:
+    def uri(path: str) -> str:
+        return f"{instance}/bulkdata/{path}"
+
+    return uri
+
+
+# -- metadata -------------------------------------------------------------------
+def _metadata(request: Request, services: Services, principal: Principal, level: str,
+              study: str, series: str = "", sop: str = "") -> JSONResponse:
+    for rng in parse_accept(request.headers.get("accept")):
+        if rng.media_type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+            break
+    else:
+        raise NotAcceptableError("metadata is available as application/dicom+json")
+    refs = _locate(services, principal, request, level, study, series, sop)
+    base = base_url(request, services)
+    out: list[dict[str, Any]] = []
+    try:
+        for ref in refs:
+            ds = transcode.read(services.archive.read_part10(ref), defer=1024)
+            url = instance_url(base, ref.study_instance_uid, ref.series_instance_uid, ref.sop_instance_uid)
+            out.append(dataset_to_json(ds, _bulk_uri(url)))
+    finally:
+        services.archive.record_transfer(principal, refs[:len(out)], door="dicomweb",
+                                         destination=client_address(request) or "dicomweb",
+                                         failed=len(refs) - len(out))
+    return JSONResponse(out, media_type=DICOM_JSON)
+
+
+@router.get("/studies/{study}/metadata", summary="Study metadata")
+def study_metadata(study: StudyUid, request: Request, services: ServicesDep,
+                   principal: CurrentPrincipal) -> JSONResponse:
+    """PS3.18 10.4 Retrieve Study Metadata (DICOM JSON with BulkDataURIs)."""
+    return _metadata(request, services, principal, "STUDY", study)
+
+
+@router.get("/studies/{study}/series/{series}/metadata", summary="Series metadata")
+def series_metadata(study: StudyUid, series: SeriesUid, request: Request, services: ServicesDep,
+                    principal: CurrentPrincipal) -> JSONResponse:
+    """PS3.18 10.4 Retrieve Series Metadata."""
+    return _metadata(request, services, principal, "SERIES", study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/metadata", summary="Instance metadata")
+def instance_metadata(study: StudyUid, series: SeriesUid, sop: InstanceUid, request: Request,
+                      services: ServicesDep, principal: CurrentPrincipal) -> JSONResponse:
+    """PS3.18 10.4 Retrieve Instance Metadata."""
+    return _metadata(request, services, principal, "IMAGE", study, series, sop)
+
+
+# -- frames and bulk data --------------------------------------------------------
+def _octets_response(parts: list[bytes], ts: str, services: Services, principal: Principal,
+                     refs: list[InstanceRef], request: Request) -> StreamingResponse:
+    boundary = new_boundary()
+    part_type = f"application/octet-stream; transfer-syntax={ts}"
+    services.archive.record_transfer(principal, refs, door="dicomweb",
+                                     destination=client_address(request) or "dicomweb")
+    body = write_parts(boundary, ((part_type, [p], None) for p in parts))
+    return StreamingResponse(body, media_type=(
+        f'multipart/related; type="application/octet-stream"; boundary={boundary}; transfer-syntax={ts}'))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", summary="Retrieve frames")
+def retrieve_frames(study: StudyUid, series: SeriesUid, sop: InstanceUid, frames: str, request: Request,
+                    services: ServicesDep, principal: CurrentPrincipal) -> StreamingResponse:
+    """PS3.18 10.4 Retrieve Frames (multipart application/octet-stream, ``transfer-syntax=*`` = as stored)."""
+    if not _FRAME_LIST.match(frames):
+        raise InvalidInputError("frame list must be comma-separated frame numbers (1-based)",
+                                code="invalid-frame-list")
+    numbers = [int(n) for n in frames.split(",")]
+    refs = _locate(services, principal, request, "IMAGE", study, series, sop)
+    ref = refs[0]
+    ts = negotiate_octets(request.headers.get("accept"), ref.transfer_syntax_uid)
+    ds = transcode.read(services.archive.read_part10(ref))
+    return _octets_response(transcode.frame_bytes(ds, numbers, ts), ts, services, principal, refs, request)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/bulkdata/{path:path}",
+            summary="Retrieve bulk data")
+def retrieve_bulkdata(study: StudyUid, series: SeriesUid, sop: InstanceUid, path: str, request: Request,
+                      services: ServicesDep, principal: CurrentPrincipal) -> StreamingResponse:
+    """PS3.18 10.4 Retrieve Bulkdata for a BulkDataURI from the metadata (value as stored)."""
+    if not re.match(_BULK_PATH, path):
+        raise InvalidInputError("invalid bulk data path", code="invalid-bulkdata-path")
+    refs = _locate(services, principal, request, "IMAGE", study, series, sop)
+    ref = refs[0]
+    negotiate_octets(request.headers.get("accept"), ref.transfer_syntax_uid)
+    ds = transcode.read(services.archive.read_part10(ref))
+    value = resolve_bulk_path(ds, path)
+    return _octets_response([value], ref.transfer_syntax_uid, services, principal, refs, request)
+
+
+# -- rendered and thumbnail ----------------------------------------------------------
+def _rendered(request: Request, services: Services, principal: Principal, refs: list[InstanceRef],
+              frame: int, *, thumbnail: bool) -> Response:
+    media_type = negotiate_image(request.headers.get("accept"))
+    params = request.query_params
+    window = rendering.parse_window(params.get("window"))
+    viewport = rendering.parse_viewport(params.get("viewport")) or (THUMBNAIL_VIEWPORT if thumbnail else None)
+    quality = rendering.parse_quality(params.get("quality"))
+    ref = refs[len(refs) // 2] if thumbnail else refs[0]
+    ds = transcode.read(services.archive.read_part10(ref))
+    image = rendering.render(ds, frame, media_type, window=window, viewport=viewport, quality=quality)
+    services.archive.record_transfer(principal, [ref], door="dicomweb",
+                                     destination=client_address(request) or "dicomweb")
+    return Response(image, media_type=media_type)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/rendered", summary="Rendered instance")
+def rendered_instance(study: StudyUid, series: SeriesUid, sop: InstanceUid, request: Request,
+                      services: ServicesDep, principal: CurrentPrincipal) -> Response:
+    """PS3.18 10.4 Retrieve Rendered Instance (first frame; image/jpeg or image/png; window)."""
+    refs = _locate(services, principal, request, "IMAGE", study, series, sop)
+    return _rendered(request, services, principal, refs, 1, thumbnail=False)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/rendered",
+            summary="Rendered frame")
+def rendered_frame(study: StudyUid, series: SeriesUid, sop: InstanceUid, frame: int, request: Request,
+                   services: ServicesDep, principal: CurrentPrincipal) -> Response:
+    """PS3.18 10.4 Retrieve Rendered Frame."""
+    if not 1 <= frame <= 999_999:
+        raise InvalidInputError("frame numbers start at 1", code="invalid-frame-list")
+    refs = _locate(services, principal, request, "IMAGE", study, series, sop)
+    return _rendered(request, services, principal, refs, frame, thumbnail=False)
+
+
+@router.get("/studies/{study}/thumbnail", summary="Study thumbnail")
+def study_thumbnail(study: StudyUid, request: Request, services: ServicesDep,
+                    principal: CurrentPrincipal) -> Response:
+    """PS3.18 10.4 Retrieve Study Thumbnail (a representative instance, 128×128 by default)."""
+    refs = _locate(services, principal, request, "STUDY", study)
+    return _rendered(request, services, principal, refs, 1, thumbnail=True)
+
+
+@router.get("/studies/{study}/series/{series}/thumbnail", summary="Series thumbnail")
+def series_thumbnail(study: StudyUid, series: SeriesUid, request: Request, services: ServicesDep,
+                     principal: CurrentPrincipal) -> Response:
+    """PS3.18 10.4 Retrieve Series Thumbnail."""
+    refs = _locate(services, principal, request, "SERIES", study, series)
+    return _rendered(request, services, principal, refs, 1, thumbnail=True)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/thumbnail", summary="Instance thumbnail")
+def instance_thumbnail(study: StudyUid, series: SeriesUid, sop: InstanceUid, request: Request,
+                       services: ServicesDep, principal: CurrentPrincipal) -> Response:
+    """PS3.18 10.4 Retrieve Instance Thumbnail."""
+    refs = _locate(services, principal, request, "IMAGE", study, series, sop)
+    return _rendered(request, services, principal, refs, 1, thumbnail=True)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/thumbnail",
+            summary="Frame thumbnail")
+def frame_thumbnail(study: StudyUid, series: SeriesUid, sop: InstanceUid, frame: int, request: Request,
+                    services: ServicesDep, principal: CurrentPrincipal) -> Response:
+    """PS3.18 10.4 Retrieve Frame Thumbnail."""
+    if not 1 <= frame <= 999_999:
+        raise InvalidInputError("frame numbers start at 1", code="invalid-frame-list")
+    refs = _locate(services, principal, request, "IMAGE", study, series, sop)
+    return _rendered(request, services, principal, refs, frame, thumbnail=True)
