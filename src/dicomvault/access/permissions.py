@@ -26,7 +26,7 @@ ALL_PERMISSIONS = frozenset({
 })
 
 
-class Scope(str, Enum):
+class Scope(str, Enum):  # noqa: UP042 - str() of members is relied on
     """How far a permission reaches."""
 
     ALL = "all"                  # every identified study

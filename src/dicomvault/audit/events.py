@@ -94,7 +94,7 @@ class Outcome(IntEnum):
     MAJOR_FAILURE = 12
 
 
-class Action(str, Enum):
+class Action(str, Enum):  # noqa: UP042 - canonical audit bytes use the str mix-in
     """EventActionCode (PS3.15 A.5.1)."""
 
     CREATE = "C"
@@ -174,7 +174,8 @@ class AuditEvent:
 # Builders for the participant objects every door uses
 # ---------------------------------------------------------------------------
 
-def patient_object(patient_key_id: str, patient_id: str | None, patient_name: str | None) -> ParticipantObject:
+def patient_object(patient_key_id: str, patient_id: str | None,
+                   patient_name: str | None) -> ParticipantObject:
     """Patient participant (type 1 person, role 1 patient, ID type 2)."""
     return ParticipantObject(
         type_code=1,
@@ -210,7 +211,8 @@ def query_object(sop_class_uid: str, query: bytes) -> ParticipantObject:
 
 def user_object(username: str) -> ParticipantObject:
     """A user account as the object of a change (type 1, role 6 user, ID type 11)."""
-    return ParticipantObject(type_code=1, type_role=6, id_type=ObjectIdType.USER_IDENTIFIER, object_id=username)
+    return ParticipantObject(type_code=1, type_role=6, id_type=ObjectIdType.USER_IDENTIFIER,
+                             object_id=username)
 
 
 # ---------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def init(config: ConfigOption = None,
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """Run the DIMSE (TLS) and HTTPS listeners until SIGTERM/SIGINT."""
-    from dicomvault.services.runtime import run_server
+    from dicomvault.cli.runtime import run_server
 
     settings = settings_from(config)
     try:

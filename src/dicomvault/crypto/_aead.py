@@ -35,7 +35,7 @@ def _check_key(key: bytes) -> None:
         raise ValueError("AES-256 keys are exactly 32 bytes")
 
 
-def gcm_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+def gcm_encrypt(key: bytes, nonce: bytes, plaintext: bytes | memoryview, aad: bytes) -> bytes:
     """AES-256-GCM seal; returns ciphertext || tag (NIST SP 800-38D)."""
     _check_key(key)
     if len(nonce) != NONCE_BYTES:

@@ -49,7 +49,7 @@ def tls_context(services: Services) -> ssl.SSLContext:
 
 
 class WebServer:
-    """Start/stop the HTTPS listener beside DIMSE (``services.runtime.run_server``)."""
+    """Start/stop the HTTPS listener beside DIMSE (``cli.runtime.run_server``)."""
 
     def __init__(self, services: Services, *, host: str | None = None, port: int | None = None) -> None:
         self.services = services

@@ -1,4 +1,8 @@
-"""``dicomvault serve``: start the listeners, run until SIGTERM/SIGINT, stop cleanly."""
+"""``dicomvault serve``: start the listeners, run until SIGTERM/SIGINT, stop cleanly.
+
+An entry point (it wires the doors, ``dimse`` and ``web``, to the services), so it
+lives with the CLI: services never import a door.
+"""
 
 from __future__ import annotations
 
@@ -61,14 +65,11 @@ def run_server(settings: Settings, environ: Mapping[str, str], *,
         _weakened(services)
         dimse.start()
         log(f"DIMSE (TLS) listening on {settings.dimse.host}:{dimse.port} as {settings.dimse.ae_title}")
-        try:
-            from dicomvault.web.server import WebServer
-        except ModuleNotFoundError:
-            WebServer = None  # noqa: N806 - the HTTPS door is optional until web/ lands
-        if WebServer is not None:
-            web = WebServer(services)
-            web.start()
-            log(f"HTTPS listening on https://{settings.http.host}:{web.port}/")
+        from dicomvault.web.server import WebServer
+
+        web = WebServer(services)
+        web.start()
+        log(f"HTTPS listening on https://{settings.http.host}:{web.port}/")
         log("ready")
         stop.wait()
     finally:
