@@ -8,35 +8,17 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from dicomvault.config import Settings, load_settings
+from dicomvault.cli.common import ConfigOption, console, err_console, settings_from
 from dicomvault.errors import DicomVaultError
 
 app = typer.Typer(help="dicomvault — secure, compliance-first DICOM archive.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key management (KEK rotation).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-console = Console()
-err_console = Console(stderr=True)
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config file (DICOMVAULT_* variables override it).",
-                 envvar="DICOMVAULT_CONFIG"),
-]
-
-
-def settings_from(config: Path | None) -> Settings:
-    """Load settings for a command; exits with a clear message on a bad config."""
-    try:
-        return load_settings(config, os.environ)
-    except DicomVaultError as exc:
-        err_console.print(f"[red]configuration error:[/red] {exc.detail}")
-        raise typer.Exit(2) from None
 
 
 @app.command()

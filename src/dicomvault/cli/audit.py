@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dicomvault.access.principal import system_principal
-from dicomvault.config import Settings, load_settings
+from dicomvault.cli.common import ConfigOption, settings_from
 from dicomvault.errors import DicomVaultError
 
 app = typer.Typer(help="Audit trail: verify, search, export, checkpoint, disclosures.",
@@ -29,26 +29,13 @@ app = typer.Typer(help="Audit trail: verify, search, export, checkpoint, disclos
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config file (DICOMVAULT_* variables override it).",
-                 envvar="DICOMVAULT_CONFIG"),
-]
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config, os.environ)
-    except DicomVaultError as exc:
-        err_console.print(f"[red]configuration error:[/red] {exc.detail}")
-        raise typer.Exit(2) from None
 
 
 @contextmanager
 def _services(config: Path | None) -> Iterator[Any]:
     from dicomvault.services.context import build_services
 
-    settings = _settings(config)
+    settings = settings_from(config)
     try:
         services = build_services(settings, environ=os.environ)
     except DicomVaultError as exc:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from dicomvault.access.identity import IdentityService
 from dicomvault.access.principal import Principal, system_principal
+from dicomvault.cli.common import ConfigOption
 from dicomvault.errors import DicomVaultError
 
 app = typer.Typer(help="Users: add, list, disable, roles, MFA reset, care teams, API tokens.",
@@ -26,11 +27,6 @@ console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config file (DICOMVAULT_* variables override it).",
-                 envvar="DICOMVAULT_CONFIG"),
-]
 RolesOption = Annotated[list[str], typer.Option("--role", "-r", help="Role (repeat for several).")]
 
 

@@ -8,18 +8,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from dicomvault.cli import settings_from
+from dicomvault.cli.common import ConfigOption, settings_from
 from dicomvault.errors import DicomVaultError
 
 app = typer.Typer(help="The OHIF Viewer (prebuilt, pinned, verified): install, status.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config file (DICOMVAULT_* variables override it).",
-                 envvar="DICOMVAULT_CONFIG"),
-]
 
 
 @app.command("install")
