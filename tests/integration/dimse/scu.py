@@ -69,7 +69,7 @@ def make_ct(encoding: Any = ExplicitVRLittleEndian, **attrs: Any) -> tuple[Datas
     from pydicom.data import get_testdata_file
 
     ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = attrs.pop("SOPInstanceUID", None) or generate_uid()
     ds.StudyInstanceUID = attrs.pop("StudyInstanceUID", None) or generate_uid()
     ds.SeriesInstanceUID = attrs.pop("SeriesInstanceUID", None) or generate_uid()
     for key, value in attrs.items():

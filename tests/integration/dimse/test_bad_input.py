@@ -38,8 +38,7 @@ def _garbage(sop_class: str, sop_instance: str) -> bytes:
 
 
 def _truncated(sop_class: str, sop_instance: str) -> bytes:
-    ds, data = make_ct()
-    data = data.replace(ds.SOPInstanceUID.encode(), sop_instance.encode())
+    _ds, data = make_ct(SOPInstanceUID=sop_instance)
     return data[: len(data) // 2]
 
 
