@@ -9,7 +9,8 @@
 * ``GatedACSE``: runs the association policy (``association.decide``) before
   pynetdicom's own negotiation and drops presentation contexts of services
   the peer may not use.
-* ``GatedAssociation``: sends ``StoredInstance`` objects byte-identical.
+* ``GatedAssociation``: sends ``StoredInstance`` objects byte-identical and
+  runs event-driven reactors (``reactor.py``) instead of 1 ms polling loops.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from pynetdicom.utils import make_target  # noqa: F401  (re-exported for server.py)
 
 from dicomvault.dimse.raw_store import StoredInstance, send_stored_instance
+from dicomvault.dimse.reactor import IDLE_WAIT, install_event_driven_reactors
 
 LOG = logging.getLogger(__name__)
 
@@ -137,6 +139,57 @@ class GatedAssociation(Association):
         self.dv_services: frozenset[str] = frozenset()
         #: C-MOVE/C-GET plans keyed by Message ID (see handlers/_retrieve.py).
         self.dv_plans: dict[int, Any] = {}
+        self._dv_wake = install_event_driven_reactors(self)
+
+    def _run_reactor(self) -> None:
+        """pynetdicom's acceptor loop, waiting on the wake event instead of sleeping 1 ms.
+
+        The pause protocol is kept: ``_is_paused`` is true while the loop waits,
+        so a handler's ``send_*`` on this association proceeds at once, and the
+        loop passes ``_reactor_checkpoint`` before it takes any message.
+        """
+        self._is_paused = False
+        while not self._kill:
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            self._dv_wake.clear()
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+            if self.acse.is_aborted():
+                self.dul.receive_pdu(wait=False)  # EVT_ACSE_RECV fires for subscribers
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+            if not self.dul.is_alive():
+                self.kill()
+                return
+            if self.dul.idle_timer_expired():
+                LOG.error("network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+            if not msg:
+                self._is_paused = True
+                self._dv_wake.wait(IDLE_WAIT)
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
         """Plan C-MOVE/C-GET before pynetdicom runs them, answering refusals directly."""
