@@ -6,12 +6,18 @@
 * ``row_to_json``: a ``FindResult`` row (keyword → value) → JSON (F.2.2).
 * ``resolve_bulk_path``: a bulk data path (``7FE00010``, ``00540016/0/00181072``)
   → that element's bytes.
+* ``encode_stored_metadata`` / ``render_stored_metadata``: an instance's
+  metadata serialised once at ingest, with its BulkDataURIs completed for the
+  requesting origin when served.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 import struct
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +129,13 @@ def dataset_to_json(ds: Dataset, bulk_uri: BulkUri | None, path: str = "") -> di
             continue
         key = f"{int(tag):08X}"
         vr = _vr(elem)
+        if " or " in vr:  # ambiguous in the dictionary (implicit VR): pydicom's resolution
+            try:
+                vr = str(ds[tag].VR)
+            except Exception:  # noqa: BLE001 - unresolvable: the first candidate
+                vr = vr.split(" or ")[0]
+            if " or " in vr:
+                vr = vr.split(" or ")[0]
         here = f"{path}/{key}" if path else key
         if vr in BULK_VRS:
             length = _length(elem)
@@ -216,3 +229,31 @@ def row_to_json(row: dict[str, object], keywords: set[str] | None,
     if extra:
         out.update(extra)
     return dict(sorted(out.items()))
+
+
+#: Length of the random marker that stands for "<instance URL>/bulkdata/" in stored metadata.
+_MARKER_CHARS = 32
+
+
+def encode_stored_metadata(ds: Dataset) -> bytes | None:
+    """``dataset_to_json(ds)`` serialised for storage (compressed; seal it before storing).
+
+    BulkDataURIs are written as ``<marker>:<path>`` with a marker drawn at
+    random for this instance, so no attribute value can imitate one; None when
+    the dataset has no JSON form (e.g. a NaN float, which JSON forbids).
+    """
+    marker = secrets.token_hex(_MARKER_CHARS // 2)
+    try:
+        text = json.dumps(dataset_to_json(ds, lambda path: f"{marker}:{path}"),
+                          ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return None
+    return zlib.compress((marker + text).encode("utf-8"), 1)
+
+
+def render_stored_metadata(stored: bytes, instance_url: str) -> str:
+    """The JSON text of ``encode_stored_metadata`` with BulkDataURIs under ``instance_url``."""
+    raw = zlib.decompress(stored).decode("utf-8")
+    marker, text = raw[:_MARKER_CHARS], raw[_MARKER_CHARS:]
+    prefix = json.dumps(f"{instance_url}/bulkdata/")[1:-1]
+    return text.replace(f'"{marker}:', f'"{prefix}')

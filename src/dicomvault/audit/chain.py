@@ -12,10 +12,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import select, text
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomvault.audit.events import (
@@ -97,6 +97,20 @@ class AlertSink(Protocol):
     def chain_failure(self, report: VerifyReport) -> None: ...
 
 
+_RECORDS = cast(Table, AuditRecord.__table__)
+_SUBJECTS = cast(Table, AuditSubject.__table__)
+_OUTBOX = cast(Table, SyslogOutbox.__table__)
+
+
+@dataclass
+class _Rows:
+    """Rows of one append round, inserted together."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    subjects: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+
+
 def lock_head(session: Session) -> None:
     """Serialise writers on the chain head (PostgreSQL advisory lock; SQLite already is)."""
     bind = session.get_bind()
@@ -105,8 +119,9 @@ def lock_head(session: Session) -> None:
 
 
 def read_head(session: Session) -> tuple[int, bytes]:
-    row = session.execute(
-        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+    records = _RECORDS.c
+    row = session.connection().execute(
+        select(records.seq, records.hash).order_by(records.seq.desc()).limit(1)
     ).first()
     return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
@@ -227,15 +242,22 @@ class AuditTrail:
         written: list[int] = []
         queue = pending
         depth = 0
+        conn = session.connection()
         while queue:
             appended: list[Appended] = []
+            rows = _Rows()
             for event, body in queue:
                 seq += 1
-                prev = self._write(session, seq, prev, body)
+                prev = self._record(rows, seq, prev, body)
                 appended.append(Appended(seq, event, body))
                 if depth == 0:
                     written.append(seq)
-            session.flush()
+            # Core executemany on the session's connection: the same transaction,
+            # without the ORM unit of work (this runs for every request).
+            for table, values in ((_RECORDS, rows.records), (_SUBJECTS, rows.subjects),
+                                  (_OUTBOX, rows.outbox)):
+                if values:
+                    conn.execute(insert(table), values)
             depth += 1
             alerts: list[AuditEvent] = []
             if depth <= 2:  # alerts about alerts stop here
@@ -244,21 +266,22 @@ class AuditTrail:
             queue = [(e, seal_event(e, self._dek_lookup, self.node_id)) for e in alerts]
         return written
 
-    def _write(self, session: Session, seq: int, prev: bytes, body: dict[str, Any]) -> bytes:
+    def _record(self, rows: _Rows, seq: int, prev: bytes, body: dict[str, Any]) -> bytes:
+        """Chain one sealed body after ``prev``: its rows go into ``rows``; returns its hash."""
         body = dict(body, seq=seq, recorded=utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         text_body = canonical(body)
         digest = self._keyring.hmac(self._keyring.audit_key, prev + text_body.encode("utf-8"))
         d = derive(body)
-        session.add(AuditRecord(
+        rows.records.append(dict(
             seq=seq, event_time=d.event_time, recorded_at=d.recorded_at, event_code=d.event_code,
             action=d.action, outcome=d.outcome, user_id=d.user_id, address=d.address, door=d.door,
             instance_count=d.instance_count, body=text_body, prev_hash=prev, hash=digest,
         ))
-        for kind, value in sorted(d.subjects):
-            session.add(AuditSubject(seq=seq, kind=kind, value=value))
+        rows.subjects.extend(dict(seq=seq, kind=kind, value=value) for kind, value in sorted(d.subjects))
         if self.syslog_outbox:
             now = utcnow()
-            session.add(SyslogOutbox(seq=seq, enqueued_at=now, attempts=0, next_attempt_at=now))
+            rows.outbox.append(dict(seq=seq, enqueued_at=now, attempts=0, next_attempt_at=now,
+                                    last_error=None))
         return digest
 
     # -- reading -----------------------------------------------------------

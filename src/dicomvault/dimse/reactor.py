@@ -74,6 +74,13 @@ class EventDrivenDUL(DULServiceProvider):
         super().kill_dul()
         self.wake()
 
+    def stop_dul(self) -> bool:
+        """Stop the reactor if in Sta1, waking it so it exits now rather than after IDLE_WAIT."""
+        if self.state_machine.current_state == "Sta1":
+            self._kill_thread = True
+            self.wake()
+        return bool(super().stop_dul())
+
     def run_reactor(self) -> None:
         """pynetdicom's DUL loop with the 1 ms sleep replaced by a blocking wait."""
         try:

@@ -118,6 +118,9 @@ class Instance(Base):
     #: Keyed HMAC of the plaintext (duplicate detection without a plaintext hash).
     content_mac: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: The instance's WADO-RS metadata (PS3.18 F.2 JSON), sealed under the patient DEK,
+    #: written with the row (never stale); NULL for rows stored before revision 0002.
+    enc_metadata: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 

@@ -56,6 +56,11 @@ PHI_FIELDS: tuple[PhiField, ...] = (
 PHI_BY_KEYWORD = {f.keyword: f for f in PHI_FIELDS}
 
 
+def metadata_aad(sop_instance_uid: str) -> bytes:
+    """AAD of ``instances.enc_metadata``: bound to its column and instance."""
+    return f"instances.enc_metadata:{sop_instance_uid}".encode()
+
+
 def field_aad(field: PhiField, row_uid: str) -> str:
     """AAD binding a ciphertext to its column and row (no swapping between rows)."""
     return f"{field.token_field}:{row_uid}"

@@ -76,6 +76,10 @@ class ArchiveService:
     def read_dataset(self, ref: InstanceRef) -> tuple[str, bytes]:
         return self._retriever.read_dataset(ref)
 
+    def stored_metadata(self, refs: list[InstanceRef]) -> dict[str, bytes]:
+        """Metadata stored at ingest for ``refs`` (PS3.18 10.4.1.1.2), by SOP Instance UID."""
+        return self._retriever.stored_metadata(refs)
+
     def read_part10(self, ref: InstanceRef) -> bytes:
         return self._retriever.read_part10(ref)
 

@@ -15,9 +15,7 @@ import struct
 from dataclasses import dataclass
 
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicomvault.errors import InvalidInputError
@@ -72,22 +70,33 @@ def _read_meta(data: bytes) -> Dataset:
     return _read_file_meta_info(io.BytesIO(data[132:]))
 
 
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    """One group-0002 element in Explicit VR Little Endian (PS3.5 7.1.2), padded to even length."""
+    if len(value) % 2:
+        value += b"\0" if vr == b"UI" else b" "
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
 def build_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
                     source_ae: str | None = None) -> bytes:
-    """Encode a PS3.10 file meta group for a dataset received over the network."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae
-    buf = DicomBytesIO()
-    buf.is_little_endian = True
-    buf.is_implicit_VR = False
-    write_file_meta_info(buf, meta, enforce_standard=True)
-    return _PREAMBLE + b"DICM" + buf.getvalue()
+    """Encode a PS3.10 7.1 file meta group for a dataset received over the network.
+
+    Written directly (the same bytes as pydicom's ``write_file_meta_info``; a
+    unit test compares them): it runs once per stored instance.
+    """
+    body = b"".join((
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", sop_class_uid.encode("ascii")),
+        _meta_element(0x0003, b"UI", sop_instance_uid.encode("ascii")),
+        _meta_element(0x0010, b"UI", transfer_syntax_uid.encode("ascii")),
+        _meta_element(0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+        _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode("ascii")),
+        _meta_element(0x0016, b"AE", source_ae.encode("ascii", "replace")) if source_ae else b"",
+    ))
+    group_length = _meta_element(0x0000, b"UL", struct.pack("<I", len(body)))
+    return _PREAMBLE + b"DICM" + group_length + body
 
 
 def _parse(dataset_bytes: bytes, transfer_syntax_uid: str) -> Dataset:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 from pydicom.dataset import Dataset
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,16 +29,23 @@ from dicomvault.access.principal import Principal
 from dicomvault.audit import events as ev
 from dicomvault.crypto import envelope
 from dicomvault.crypto.keyring import DataKey, Keyring
+from dicomvault.dicomjson import encode_stored_metadata
 from dicomvault.errors import ConflictError, InvalidInputError
 from dicomvault.index.base import utcnow
 from dicomvault.index.db import make_session_factory, read_only_engine
 from dicomvault.index.models import Instance, Patient, SearchToken, Series, Study
-from dicomvault.index.phi import PHI_FIELDS, PhiField, field_aad
+from dicomvault.index.phi import PHI_FIELDS, PhiField, field_aad, metadata_aad
 from dicomvault.services.auditing import AuditSink, actor, deny_event, refusal
 from dicomvault.services.dicomfile import ParsedInstance, parse_instance
 from dicomvault.services.keys import DekCache
 from dicomvault.services.types import IngestResult
 from dicomvault.storage.base import BlobStore
+
+#: The tables behind the models, for Core statements on the hot path.
+_PATIENTS = cast(Table, Patient.__table__)
+_STUDIES = cast(Table, Study.__table__)
+_SERIES = cast(Table, Series.__table__)
+_INSTANCES = cast(Table, Instance.__table__)
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -91,6 +99,8 @@ class _Stored:
     blob_key: str
     size: int
     blob_sha256: str
+    #: The instance's metadata JSON, sealed (None when it has no JSON form).
+    sealed_metadata: bytes | None = None
 
 
 class Ingestor:
@@ -110,6 +120,7 @@ class Ingestor:
         self._policy = policy
         self._audit = audit
         self._on_duplicate = on_duplicate
+        self._blob_writer = _BLOB_WRITER
 
     # -- public -----------------------------------------------------------
     def ingest(self, principal: Principal, data: bytes, *, door: str,
@@ -132,54 +143,67 @@ class Ingestor:
         if not decision.allowed:
             self._audit.append([deny_event(principal, door, perm.STUDY_WRITE, parsed.study_uid)])
             raise refusal(decision)
-        key_id, dek = self._patient_key(parsed.dataset)
-        content_mac = hmac.new(self._keyring.index_key, parsed.dataset_bytes, hashlib.sha256).hexdigest()
-
-        existing = self._existing(parsed.sop_instance_uid)
-        if existing is not None and existing.content_mac == content_mac:
-            self._audit.append([self._import_event(
-                principal, door, parsed, ev.Outcome.SUCCESS, "duplicate: identical object already stored",
-                key_id=key_id)])
-            return IngestResult(parsed.sop_instance_uid, parsed.sop_class_uid, parsed.study_uid,
-                                "duplicate")
-        if existing is not None and self._on_duplicate == "reject":
-            self._audit.append([self._import_event(
-                principal, door, parsed, ev.Outcome.SERIOUS_FAILURE,
-                "refused: different object under an existing SOP Instance UID", key_id=key_id)])
-            raise ConflictError("a different object is already stored under this SOP Instance UID")
-
-        stored = self._write_blob(parsed, key_id, dek)
+        patient, existing = self._look_up(parsed)
+        patient_id, key_id, dek = patient
+        # The durable blob write (mostly fsync wait, GIL released) runs beside the
+        # rest of the preparation; the index commits only once the blob is durable.
+        pending = self._blob_writer.submit(self._write_blob, parsed, key_id, dek)
         try:
-            status = self._commit_with_retry(principal, door, parsed, key_id, dek, stored, content_mac,
-                                             collection)
+            content_mac = hmac.new(self._keyring.index_key, parsed.dataset_bytes, hashlib.sha256).hexdigest()
+            if existing is not None and existing.content_mac == content_mac:
+                self._audit.append([self._import_event(
+                    principal, door, parsed, ev.Outcome.SUCCESS, "duplicate: identical object already stored",
+                    key_id=key_id)])
+                self._discard(pending)
+                return IngestResult(parsed.sop_instance_uid, parsed.sop_class_uid, parsed.study_uid,
+                                    "duplicate")
+            if existing is not None and self._on_duplicate == "reject":
+                self._audit.append([self._import_event(
+                    principal, door, parsed, ev.Outcome.SERIOUS_FAILURE,
+                    "refused: different object under an existing SOP Instance UID", key_id=key_id)])
+                raise ConflictError("a different object is already stored under this SOP Instance UID")
+            metadata = encode_stored_metadata(parsed.dataset)
+            sealed_metadata = (dek.seal(metadata, metadata_aad(parsed.sop_instance_uid))
+                               if metadata is not None else None)
+        except BaseException:
+            self._discard(pending)
+            raise
+        stored = pending.result()
+        stored.sealed_metadata = sealed_metadata
+        try:
+            status = self._commit_with_retry(principal, door, parsed, (patient_id, key_id, dek), stored,
+                                             content_mac, collection)
         except BaseException:
             self._store.delete(stored.blob_key)
             raise
         return IngestResult(parsed.sop_instance_uid, parsed.sop_class_uid, parsed.study_uid, status)
 
     # -- steps ------------------------------------------------------------
-    def _existing(self, sop_uid: str) -> Instance | None:
-        with self._read_factory() as s:
-            return s.execute(select(Instance).where(Instance.sop_uid == sop_uid)).scalar()
-
-    def _patient_key(self, ds: Dataset) -> tuple[str, DataKey]:
-        token = identity_token(self._keyring, ds)
-        for _attempt in range(3):
+    def _look_up(self, parsed: ParsedInstance) -> tuple[tuple[int, str, DataKey], Row[Any] | None]:
+        """(patient id, key id, DEK) — the patient created if new — and any stored instance
+        under the SOP Instance UID (its content MAC), read in one unit of work."""
+        token = identity_token(self._keyring, parsed.dataset)
+        patients, instances = _PATIENTS.c, _INSTANCES.c
+        existing: Row[Any] | None = None
+        for attempt in range(3):
             with self._read_factory() as s:
-                row = s.execute(
-                    select(Patient.key_id, Patient.wrapped_dek).where(Patient.identity_token == token)
-                ).first()
+                conn = s.connection()
+                row = conn.execute(select(patients.id, patients.key_id, patients.wrapped_dek)
+                                   .where(patients.identity_token == token)).first()
+                if attempt == 0:
+                    existing = conn.execute(select(instances.content_mac)
+                                            .where(instances.sop_uid == parsed.sop_instance_uid)).first()
             if row is not None and row.wrapped_dek is not None:
                 dek = self._deks.get(row.key_id, row.wrapped_dek)
                 assert dek is not None
-                return row.key_id, dek
+                return (row.id, row.key_id, dek), existing
             try:
-                return self._create_patient(token, ds, erased_row=row is not None)
+                return self._create_patient(token, parsed.dataset, erased_row=row is not None), existing
             except IntegrityError:
                 continue  # a concurrent ingest created it first: read it
         raise ConflictError("patient record could not be created")
 
-    def _create_patient(self, token: str, ds: Dataset, *, erased_row: bool) -> tuple[str, DataKey]:
+    def _create_patient(self, token: str, ds: Dataset, *, erased_row: bool) -> tuple[int, str, DataKey]:
         dek, wrapped = self._keyring.new_data_key()
         key_id = str(uuid.uuid4())
         with self._factory() as s, s.begin():
@@ -193,8 +217,9 @@ class Ingestor:
             s.add(patient)
             s.flush()
             self._write_phi(s, "patient", patient, patient.key_id, dek, ds)
+            patient_id = patient.id
         self._deks.put(key_id, dek)
-        return key_id, dek
+        return patient_id, key_id, dek
 
     def _write_phi(self, s: Session, level: str, row: Patient | Study | Series, row_uid: str,
                    dek: DataKey, ds: Dataset) -> None:
@@ -218,32 +243,43 @@ class Ingestor:
         info = writer.info
         return _Stored(blob_key, len(parsed.part10), info.sha256)
 
-    def _commit_with_retry(self, principal: Principal, door: str, parsed: ParsedInstance, key_id: str,
-                           dek: DataKey, stored: _Stored, content_mac: str,
+    def _discard(self, pending: Future[_Stored]) -> None:
+        """Remove the blob of an ingest that will not commit (once its write is done)."""
+        try:
+            stored = pending.result()
+        except Exception:  # noqa: BLE001 - the write failed: nothing to remove
+            return
+        self._store.delete(stored.blob_key)
+
+    def _commit_with_retry(self, principal: Principal, door: str, parsed: ParsedInstance,
+                           patient: tuple[int, str, DataKey], stored: _Stored, content_mac: str,
                            collection: str | None) -> Literal["stored", "overwritten"]:
         # On PostgreSQL two ingests may create the same study or series at once;
         # the loser's unique violation rolls back cleanly and it retries.
         for attempt in range(3):
             try:
-                return self._commit(principal, door, parsed, key_id, dek, stored, content_mac, collection)
+                return self._commit(principal, door, parsed, patient, stored, content_mac, collection)
             except IntegrityError:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _commit(self, principal: Principal, door: str, parsed: ParsedInstance, key_id: str,
-                dek: DataKey, stored: _Stored, content_mac: str,
+    def _commit(self, principal: Principal, door: str, parsed: ParsedInstance,
+                patient: tuple[int, str, DataKey], stored: _Stored, content_mac: str,
                 collection: str | None = None) -> Literal["stored", "overwritten"]:
         ds = parsed.dataset
+        patient_id, key_id, dek = patient
         old_blob: str | None = None
+        studies, series, instances = _STUDIES.c, _SERIES.c, _INSTANCES.c
         # The common case (study and series exist, new instance) runs as a few Core
-        # statements; ORM objects are only built to create a study or series.
+        # statements on the session's connection (no ORM statement compilation);
+        # ORM objects are only built to create a study or series.
         with self._factory() as s, s.begin():
-            patient_id = s.execute(select(Patient.id).where(Patient.key_id == key_id)).scalar_one()
+            conn = s.connection()
             # Row locks (PostgreSQL) serialise counter updates per study; SQLite's
             # BEGIN IMMEDIATE already serialises writers.
-            study_row = s.execute(select(Study.id, Study.patient_id, Study.deidentified)
-                                  .where(Study.study_uid == parsed.study_uid).with_for_update()).first()
+            study_row = conn.execute(select(studies.id, studies.patient_id, studies.deidentified)
+                                     .where(studies.study_uid == parsed.study_uid).with_for_update()).first()
             if study_row is None:
                 study = Study(patient_id=patient_id, study_uid=parsed.study_uid,
                               study_date=_date(ds, "StudyDate"), study_time=_time(ds, "StudyTime"),
@@ -258,8 +294,9 @@ class Ingestor:
                 raise ConflictError("identified and de-identified data cannot share a study")
             else:
                 study_id = study_row.id
-            series_row = s.execute(select(Series.id, Series.study_id)
-                                   .where(Series.series_uid == parsed.series_uid).with_for_update()).first()
+            series_row = conn.execute(
+                select(series.id, series.study_id)
+                .where(series.series_uid == parsed.series_uid).with_for_update()).first()
             if series_row is None:
                 series_id = self._create_series(s, study_id, parsed, dek)
             elif series_row.study_id != study_id:
@@ -267,8 +304,8 @@ class Ingestor:
             else:
                 series_id = series_row.id
 
-            existing = s.execute(select(Instance.id, Instance.series_id, Instance.blob_key)
-                                 .where(Instance.sop_uid == parsed.sop_instance_uid)).first()
+            existing = conn.execute(select(instances.id, instances.series_id, instances.blob_key)
+                                    .where(instances.sop_uid == parsed.sop_instance_uid)).first()
             values = {
                 "sop_class_uid": parsed.sop_class_uid,
                 "instance_number": _int(ds, "InstanceNumber"),
@@ -277,6 +314,7 @@ class Ingestor:
                 "transfer_syntax_uid": parsed.transfer_syntax_uid,
                 "blob_key": stored.blob_key, "size": stored.size,
                 "blob_sha256": stored.blob_sha256, "content_mac": content_mac,
+                "enc_metadata": stored.sealed_metadata,
             }
             status: Literal["stored", "overwritten"] = "stored"
             if existing is not None:
@@ -284,14 +322,14 @@ class Ingestor:
                     raise ConflictError("a different object is already stored under this SOP Instance UID")
                 old_blob = existing.blob_key
                 status = "overwritten"
-                s.execute(update(Instance).where(Instance.id == existing.id).values(**values))
+                conn.execute(update(_INSTANCES).where(instances.id == existing.id).values(**values))
             else:
-                s.execute(insert(Instance).values(series_id=series_id, sop_uid=parsed.sop_instance_uid,
-                                                  created_at=utcnow(), **values))
-                s.execute(update(Series).where(Series.id == series_id)
-                          .values(num_instances=Series.num_instances + 1))
-                s.execute(update(Study).where(Study.id == study_id)
-                          .values(num_instances=Study.num_instances + 1, updated_at=utcnow()))
+                conn.execute(insert(_INSTANCES).values(
+                    series_id=series_id, sop_uid=parsed.sop_instance_uid, created_at=utcnow(), **values))
+                conn.execute(update(_SERIES).where(series.id == series_id)
+                             .values(num_instances=series.num_instances + 1))
+                conn.execute(update(_STUDIES).where(studies.id == study_id)
+                             .values(num_instances=studies.num_instances + 1, updated_at=utcnow()))
             description = "overwritten: replaced a different object (configured)" if old_blob else ""
             self._audit.append([self._import_event(principal, door, parsed, ev.Outcome.SUCCESS,
                                                    description, key_id=key_id)], session=s)
@@ -337,6 +375,10 @@ class Ingestor:
             door=door,
             context={"instances": 1},
         )
+
+
+#: Durable blob writes of all ingests (threads wait on fsync; shared, sized for I/O not CPU).
+_BLOB_WRITER = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dv-blob-write")
 
 
 def _read_only(factory: sessionmaker[Session]) -> sessionmaker[Session]:

@@ -20,8 +20,10 @@ from dicomvault.access.policy import Policy, Resource
 from dicomvault.access.principal import Principal
 from dicomvault.audit import events as ev
 from dicomvault.crypto import envelope
+from dicomvault.crypto.keyring import DataKey
 from dicomvault.errors import InvalidInputError, NotFoundError, TamperedError
 from dicomvault.index.models import Instance, Patient, Series, Study
+from dicomvault.index.phi import metadata_aad
 from dicomvault.services.auditing import AuditSink, actor, deny_event
 from dicomvault.services.dicomfile import split_part10, valid_uid
 from dicomvault.services.keys import DekCache
@@ -126,10 +128,13 @@ class Retriever:
         self._audit.append([event])
         return refs
 
+    def _dek_of(self, ref: InstanceRef) -> DataKey | None:
+        wrapped = ref.wrapped_dek if ref.wrapped_dek is not None else self._wrapped(ref.patient_key_id)
+        return self._deks.get(ref.patient_key_id, wrapped)
+
     def stream_part10(self, ref: InstanceRef) -> Iterator[bytes]:
         """Decrypt the stored PS3.10 object chunk by chunk (verified)."""
-        wrapped = ref.wrapped_dek if ref.wrapped_dek is not None else self._wrapped(ref.patient_key_id)
-        dek = self._deks.get(ref.patient_key_id, wrapped)
+        dek = self._dek_of(ref)
         if dek is None:
             raise NotFoundError("instance not found")
         fh = self._store.open(ref.blob_key)
@@ -140,6 +145,33 @@ class Retriever:
             raise
         finally:
             fh.close()
+
+    def stored_metadata(self, refs: list[InstanceRef]) -> dict[str, bytes]:
+        """SOP Instance UID → metadata stored at ingest (``dicomjson.encode_stored_metadata``).
+
+        Instances stored without it (before revision 0002, or with no JSON
+        form) are absent from the answer; their metadata comes from the blob.
+        A sealed value that fails its tag is audited and left out, never served.
+        """
+        found: dict[str, bytes] = {}
+        by_uid = {ref.sop_instance_uid: ref for ref in refs}
+        uids = list(by_uid)
+        for start in range(0, len(uids), 500):  # bound the IN list
+            with self._factory() as session:
+                rows = session.execute(select(Instance.sop_uid, Instance.enc_metadata)
+                                       .where(Instance.sop_uid.in_(uids[start:start + 500]))).all()
+            for sop_uid, sealed in rows:
+                ref = by_uid[sop_uid]
+                if sealed is None:
+                    continue
+                dek = self._dek_of(ref)
+                if dek is None:
+                    continue
+                try:
+                    found[sop_uid] = dek.open(sealed, metadata_aad(sop_uid))
+                except TamperedError:
+                    self._audit.append([_integrity_alert(ref)])
+        return found
 
     def read_part10(self, ref: InstanceRef) -> bytes:
         buf = io.BytesIO()

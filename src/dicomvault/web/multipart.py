@@ -163,6 +163,15 @@ def parse_multipart(body: bytes, boundary: str) -> list[Part]:
     return parts
 
 
+def multipart_length(boundary: str, parts: Iterable[tuple[str, int, dict[str, str] | None]]) -> int:
+    """Length of the body ``write_parts`` produces for parts of known (content type, size)."""
+    total, first = 0, True
+    for content_type, size, extra in parts:
+        total += len(part_header(boundary, content_type, extra)) + (0 if first else 2) + size
+        first = False
+    return total + (0 if first else 2) + len(f"--{boundary}--\r\n".encode("latin-1"))
+
+
 def new_boundary() -> str:
     return "dicomvault-" + secrets.token_hex(16)
 

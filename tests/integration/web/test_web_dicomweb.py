@@ -333,3 +333,18 @@ def test_wado_uri_returns_dicom_and_jpeg(client, tech, archive):
 def test_retrieve_of_unknown_study_is_404(client, tech, archive):
     r = client.get(f"/dicomweb/studies/{generate_uid()}", headers=tech.auth)
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_retrieve_as_stored_declares_its_exact_length(client, tech, archive):
+    r = client.get(f"/dicomweb/studies/{STUDY_A}", headers=tech.auth)
+    assert r.status_code == 200
+    assert int(r.headers["content-length"]) == len(r.content)
+    assert (sorted(split_part10(content)[1] for _, content in _parts(r))
+            == sorted(split_part10(archive[k])[1] for k in ("a1", "a2", "a3")))
+    sop = _uid(archive["b1"])
+    url = f"/dicomweb/studies/{STUDY_B}/series/{STUDY_B}.1/instances/{sop}"
+    as_stored = {**tech.auth, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    one = client.get(url, headers=as_stored)
+    assert int(one.headers["content-length"]) == len(one.content) and len(_parts(one)) == 1
+    transcoded = client.get(url, headers=tech.auth)  # implicit VR stored, explicit VR LE asked
+    assert "content-length" not in transcoded.headers and len(_parts(transcoded)) == 1

@@ -156,6 +156,10 @@ def test_tampered_blob_is_500_incident_and_not_served(client, web_services, acco
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0x01
     path.write_bytes(bytes(blob))
-    r = client.get(f"/dicomweb/studies/{UID}/metadata", headers=tech.auth)
+    instance = f"/dicomweb/studies/{UID}/series/{ref.series_instance_uid}/instances/{ref.sop_instance_uid}"
+    r = client.get(f"{instance}/rendered", headers={**tech.auth, "Accept": "image/png"})
     assert r.status_code == 500 and r.json()["code"] == "tampered" and r.json()["incident"]
     assert "TAMPER" not in r.text and result.sop_instance_uid not in r.text
+    # The metadata kept at ingest is sealed on its own (verified) and still answers.
+    meta = client.get(f"{instance}/metadata", headers=tech.auth)
+    assert meta.status_code == 200 and meta.json()[0]["00100010"]["Value"] == [{"Alphabetic": "TAMPER^TEST"}]

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydicom.datadict import keyword_dict, keyword_for_tag
 
+from dicomvault.dicomjson import row_to_json
 from dicomvault.errors import InvalidInputError
 from dicomvault.services.query import supported_keywords
 from dicomvault.services.types import FindQuery, QueryLevel
 from dicomvault.web.deps import CurrentPrincipal, ServicesDep
-from dicomvault.web.dicomjson import row_to_json
 from dicomvault.web.negotiation import parse_accept
 from dicomvault.web.problems import NotAcceptableError
 from dicomvault.web.routers.common import (

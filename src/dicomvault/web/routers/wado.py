@@ -7,22 +7,22 @@ streams them and records "DICOM Instances Transferred" (110104) once sent.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from dicomvault.access.principal import Principal
+from dicomvault.dicomjson import dataset_to_json, render_stored_metadata, resolve_bulk_path
 from dicomvault.errors import InvalidInputError
 from dicomvault.services.context import Services
 from dicomvault.services.types import InstanceRef
 from dicomvault.web import render as rendering
 from dicomvault.web import transcode
 from dicomvault.web.deps import CurrentPrincipal, ServicesDep, client_address
-from dicomvault.web.dicomjson import dataset_to_json, resolve_bulk_path
-from dicomvault.web.multipart import new_boundary, write_parts
+from dicomvault.web.multipart import multipart_length, new_boundary, write_parts
 from dicomvault.web.negotiation import (
     ANY_TS,
     EXPLICIT_LE,
@@ -74,7 +74,7 @@ def _instances_body(services: Services, principal: Principal, refs: list[Instanc
             else:
                 content = [transcode.to_explicit_le(services.archive.read_part10(ref))]
                 ts = EXPLICIT_LE
-            yield f"application/dicom; transfer-syntax={ts}", content, None
+            yield _part_type(ts), content, None
             sent += 1
 
     try:
@@ -94,7 +94,17 @@ def _retrieve(request: Request, services: Services, principal: Principal, level:
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
     if target != ANY_TS:
         media += f"; transfer-syntax={target}"
-    return StreamingResponse(body, media_type=media)
+    headers = {}
+    if all(target in (ANY_TS, ref.transfer_syntax_uid) for ref in refs):
+        # Sent as stored: the length is known, so the client has the whole body
+        # without waiting for the closing chunk (written after the final audit record).
+        headers["Content-Length"] = str(multipart_length(boundary, [
+            (_part_type(ref.transfer_syntax_uid), ref.size, None) for ref in refs]))
+    return StreamingResponse(body, media_type=media, headers=headers)
+
+
+def _part_type(transfer_syntax: str) -> str:
+    return f"application/dicom; transfer-syntax={transfer_syntax}"
 
 
 @router.get("/studies/{study}", summary="Retrieve a study")
@@ -127,7 +137,8 @@ def _bulk_uri(instance: str) -> Callable[[str], str]:
 
 # -- metadata -------------------------------------------------------------------
 def _metadata(request: Request, services: Services, principal: Principal, level: str,
-              study: str, series: str = "", sop: str = "") -> JSONResponse:
+              study: str, series: str = "", sop: str = "") -> Response:
+    """The instances' DICOM JSON, as stored at ingest or else read from the blob."""
     for rng in parse_accept(request.headers.get("accept")):
         if rng.media_type in (DICOM_JSON, "application/json", "*/*", "application/*"):
             break
@@ -135,36 +146,42 @@ def _metadata(request: Request, services: Services, principal: Principal, level:
         raise NotAcceptableError("metadata is available as application/dicom+json")
     refs = _locate(services, principal, request, level, study, series, sop)
     base = base_url(request, services)
-    out: list[dict[str, Any]] = []
+    out: list[str] = []
     try:
+        stored = services.archive.stored_metadata(refs)
         for ref in refs:
-            ds = transcode.read(services.archive.read_part10(ref), defer=1024)
             url = instance_url(base, ref.study_instance_uid, ref.series_instance_uid, ref.sop_instance_uid)
-            out.append(dataset_to_json(ds, _bulk_uri(url)))
+            kept = stored.get(ref.sop_instance_uid)
+            if kept is not None:
+                out.append(render_stored_metadata(kept, url))
+                continue
+            ds = transcode.read(services.archive.read_part10(ref), defer=1024)
+            out.append(json.dumps(dataset_to_json(ds, _bulk_uri(url)), ensure_ascii=False,
+                                  allow_nan=False, separators=(",", ":")))
     finally:
         services.archive.record_transfer(principal, refs[:len(out)], door="dicomweb",
                                          destination=client_address(request) or "dicomweb",
                                          failed=len(refs) - len(out))
-    return JSONResponse(out, media_type=DICOM_JSON)
+    return Response("[" + ",".join(out) + "]", media_type=DICOM_JSON)
 
 
 @router.get("/studies/{study}/metadata", summary="Study metadata")
 def study_metadata(study: StudyUid, request: Request, services: ServicesDep,
-                   principal: CurrentPrincipal) -> JSONResponse:
+                   principal: CurrentPrincipal) -> Response:
     """PS3.18 10.4 Retrieve Study Metadata (DICOM JSON with BulkDataURIs)."""
     return _metadata(request, services, principal, "STUDY", study)
 
 
 @router.get("/studies/{study}/series/{series}/metadata", summary="Series metadata")
 def series_metadata(study: StudyUid, series: SeriesUid, request: Request, services: ServicesDep,
-                    principal: CurrentPrincipal) -> JSONResponse:
+                    principal: CurrentPrincipal) -> Response:
     """PS3.18 10.4 Retrieve Series Metadata."""
     return _metadata(request, services, principal, "SERIES", study, series)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/metadata", summary="Instance metadata")
 def instance_metadata(study: StudyUid, series: SeriesUid, sop: InstanceUid, request: Request,
-                      services: ServicesDep, principal: CurrentPrincipal) -> JSONResponse:
+                      services: ServicesDep, principal: CurrentPrincipal) -> Response:
     """PS3.18 10.4 Retrieve Instance Metadata."""
     return _metadata(request, services, principal, "IMAGE", study, series, sop)
 
