@@ -266,9 +266,10 @@ class AlertEngine:
         window = self.settings.bulk_retrieve_window_seconds
         since = now - timedelta(seconds=window)
         kinds = or_(*[(AuditRecord.event_code == c) & (AuditRecord.action == a) for c, a in _BULK])
+        codes = sorted({c for c, _ in _BULK})  # lets the (user, code, time) index bound the scan
         total = session.scalar(select(func.coalesce(func.sum(AuditRecord.instance_count), 0)).where(
-            kinds, AuditRecord.user_id == user, AuditRecord.outcome == 0,
-            AuditRecord.event_time > since)) or 0
+            AuditRecord.user_id == user, AuditRecord.event_code.in_(codes), AuditRecord.event_time > since,
+            kinds, AuditRecord.outcome == 0)) or 0
         if total <= self.settings.bulk_retrieve_threshold:
             return []
         return self._fire(session, "bulk_retrieval", user, now, window, EventType.BULK_RETRIEVAL,

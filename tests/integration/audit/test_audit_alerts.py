@@ -208,3 +208,33 @@ def test_brute_force_from_concurrent_writers_still_alerts_once(alerting) -> None
     assert len(_alerts(trail, "brute_force_address")) == 1
     assert len(_alerts(trail, "brute_force_account")) == 1
     assert trail.verify().ok
+
+
+def test_bulk_rule_window_sum_reads_only_the_principals_codes_in_the_window(alerting) -> None:
+    """The rule runs on every retrieve record: it must be an index range scan, not a scan of
+    the principal's whole history (a busy service account has millions of records)."""
+    from sqlalchemy import event
+
+    trail, *_ = alerting
+    engine = trail.session_factory.kw["bind"]
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "sum(audit_record.instance_count)" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        trail.append([_at(access_event(1, user="u:eve", instances=3), T0)])
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert len(seen) == 1
+    statement, parameters = seen[0]
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                                                     parameters))
+        else:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # tiny test tables: ask for the index plan
+            plan = " ".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+    assert "ix_audit_record_user_code_time" in plan, plan
