@@ -266,10 +266,12 @@ class AlertEngine:
         window = self.settings.bulk_retrieve_window_seconds
         since = now - timedelta(seconds=window)
         kinds = or_(*[(AuditRecord.event_code == c) & (AuditRecord.action == a) for c, a in _BULK])
-        codes = sorted({c for c, _ in _BULK})  # lets the (user, code, time) index bound the scan
+        # user, action and code narrow the (user, action, code, time) index to this rule's
+        # records in the window (stores share code 110104 with retrieves: action tells them apart)
+        actions, codes = sorted({a for _, a in _BULK}), sorted({c for c, _ in _BULK})
         total = session.scalar(select(func.coalesce(func.sum(AuditRecord.instance_count), 0)).where(
-            AuditRecord.user_id == user, AuditRecord.event_code.in_(codes), AuditRecord.event_time > since,
-            kinds, AuditRecord.outcome == 0)) or 0
+            AuditRecord.user_id == user, AuditRecord.action.in_(actions), AuditRecord.event_code.in_(codes),
+            AuditRecord.event_time > since, kinds, AuditRecord.outcome == 0)) or 0
         if total <= self.settings.bulk_retrieve_threshold:
             return []
         return self._fire(session, "bulk_retrieval", user, now, window, EventType.BULK_RETRIEVAL,

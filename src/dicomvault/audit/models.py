@@ -22,8 +22,10 @@ class AuditRecord(Base):
 
     __tablename__ = "audit_record"
     #: Per-principal look-ups (search, the bulk-retrieval rule's window sum) read only
-    #: that principal's records of the codes asked for, in the time range asked for.
-    __table_args__ = (Index("ix_audit_record_user_code_time", "user_id", "event_code", "event_time"),)
+    #: that principal's records of the actions and codes asked for, in the time range asked for.
+    __table_args__ = (
+        Index("ix_audit_record_user_kind_time", "user_id", "action", "event_code", "event_time"),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     event_time: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

@@ -1,4 +1,4 @@
-"""audit_record: (user_id, event_code, event_time) index replaces the user_id index
+"""audit_record: (user_id, action, event_code, event_time) index replaces the user_id index
 
 Revision ID: 0003
 Revises: 0002
@@ -18,11 +18,11 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('audit_record') as batch:
         batch.drop_index('ix_audit_record_user_id')
-        batch.create_index('ix_audit_record_user_code_time', ['user_id', 'event_code', 'event_time'],
-                           unique=False)
+        batch.create_index('ix_audit_record_user_kind_time',
+                           ['user_id', 'action', 'event_code', 'event_time'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('audit_record') as batch:
-        batch.drop_index('ix_audit_record_user_code_time')
+        batch.drop_index('ix_audit_record_user_kind_time')
         batch.create_index('ix_audit_record_user_id', ['user_id'], unique=False)
