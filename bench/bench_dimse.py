@@ -17,7 +17,11 @@ Prints ONE JSON line with our figures, Orthanc's, and the ratios ours/Orthanc:
 * audit overhead: C-STORE rate (1 association, N/2 instances) with auditing on
   divided by the rate of a run whose ``AuditTrail.append`` is a no-op (bench-only
   monkeypatch in the benchmarked server process; a measurement, not a product
-  setting); paired runs on, off, on, off, means of each side.
+  setting); paired runs on, off, on, off, means of each side, both with
+  ``dimse.workers = 1`` (the monkeypatch lives in the serve process);
+* dicomvault runs with ``dimse.workers`` = the number of CPU cores (as an
+  operator would configure it; ``DICOMVAULT_BENCH_WORKERS`` overrides), and its
+  peak RSS is the sum over the serve process and its workers.
 
 Everything runs inside a private network namespace (the script re-executes
 itself under ``unshare -n`` and brings ``lo`` up), because Orthanc cannot bind
@@ -73,6 +77,8 @@ SCU_AE = "BENCHSCU"
 DV_AE = "DICOMVAULT"
 ORTHANC_AE = "ORTHANC"
 DV_PORT, DV_HTTP_PORT = 11112, 18443
+#: ``dimse.workers`` as an operator would set it on this machine: one per core.
+DV_WORKERS = int(os.environ.get("DICOMVAULT_BENCH_WORKERS", os.cpu_count() or 1))
 ORTHANC_PORT, ORTHANC_HTTP_PORT = 4242, 8042
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 INSTANCES_PER_STUDY = 100
@@ -229,7 +235,10 @@ def client_context(p: Pki) -> ssl.SSLContext:
 
 # -- process helpers ------------------------------------------------------------------------------
 class RssSampler:
-    """Peak resident set of a process: sampled VmRSS and the kernel's VmHWM."""
+    """Peak resident set of a server: its process and child processes (DIMSE workers).
+
+    Sampled VmRSS summed over the tree; for a single process also the kernel's VmHWM.
+    """
 
     def __init__(self, pid: int, period: float = 0.05) -> None:
         self.pid = pid
@@ -240,12 +249,21 @@ class RssSampler:
 
     def _read(self) -> None:
         try:
-            text = Path(f"/proc/{self.pid}/status").read_text()
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
         except OSError:
-            return
-        for line in text.splitlines():
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            children = []
+        total = 0
+        for pid in [str(self.pid), *children]:
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                elif line.startswith("VmHWM:") and not children:
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+        self.peak_kb = max(self.peak_kb, total)
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):
@@ -309,6 +327,7 @@ data_dir = "{data}"
 ae_title = "{DV_AE}"
 host = "127.0.0.1"
 port = {DV_PORT}
+workers = {DV_WORKERS}
 
 [http]
 host = "127.0.0.1"
@@ -348,15 +367,21 @@ def dv_count(cfg: Path) -> Callable[[], int]:
     return count
 
 
-def start_dicomvault(folder: Path, p: Pki, *, audit: bool = True, cfg: Path | None = None) -> Server:
-    """``dicomvault serve`` (or, for the audit-off run, the same CLI with a no-op audit append)."""
+def start_dicomvault(folder: Path, p: Pki, *, audit: bool = True, cfg: Path | None = None,
+                     single_process: bool = False) -> Server:
+    """``dicomvault serve`` (or, for the audit-off run, the same CLI with a no-op audit append).
+
+    ``single_process``: DIMSE in the serve process (``dimse.workers = 1``), where the
+    audit-off monkeypatch applies; the paired audit runs use it on both sides.
+    """
     cfg = cfg or dv_init(folder, p)
+    env = dict(os.environ, DICOMVAULT_DIMSE__WORKERS="1") if single_process else None
     if audit:
         cmd = [str(VENV_BIN / "dicomvault"), "serve", "--config", str(cfg)]
     else:
         cmd = [sys.executable, str(HERE), "--serve-without-audit", str(cfg)]
     out, err = folder / "serve.out", folder / "serve.err"
-    proc = subprocess.Popen(cmd, stdout=out.open("wb"), stderr=err.open("wb"), cwd=folder)
+    proc = subprocess.Popen(cmd, stdout=out.open("wb"), stderr=err.open("wb"), cwd=folder, env=env)
     try:
         wait_port(DV_PORT, proc)
     except Exception:
@@ -681,7 +706,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         for rnd in range(2):
             for audit in (True, False):
                 folder = work / f"dv_audit_{audit}_{rnd}"
-                with running(partial(start_dicomvault, folder, p, audit=audit)) as srv:
+                with running(partial(start_dicomvault, folder, p, audit=audit, single_process=True)) as srv:
                     rate = store(srv, p, half, 1, half_bytes)["instances_per_s"]
                     paired[audit].append(rate)
                 if not args.keep:

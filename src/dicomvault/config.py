@@ -42,6 +42,9 @@ class DimseSettings:
     network_timeout: float = 60.0
     #: Largest single instance accepted over C-STORE, in MiB.
     max_instance_mb: int = 4096
+    #: Processes accepting associations; 1 = the serve process itself, N >= 2 = N worker
+    #: processes sharing the listening sockets (one GIL each: uses several cores).
+    workers: int = 1
 
 
 @dataclass(frozen=True)

@@ -57,14 +57,29 @@ def run_server(settings: Settings, environ: Mapping[str, str], *,
 
     from dicomvault.dimse.server import DimseServer
 
-    dimse = DimseServer(services)
+    dimse = DimseServer(services) if settings.dimse.workers <= 1 else None
+    workers = None
     web = None
     try:
         services.audit_runtime.start()
         _activity(services, True, f"orphan blobs removed at start: {swept}")
         _weakened(services)
-        dimse.start()
-        log(f"DIMSE (TLS) listening on {settings.dimse.host}:{dimse.port} as {settings.dimse.ae_title}")
+        if dimse is not None:
+            dimse.start()
+            log(f"DIMSE (TLS) listening on {settings.dimse.host}:{dimse.port} as {settings.dimse.ae_title}")
+        else:
+            from dicomvault.cli.dimse_workers import Workers, listening_sockets
+
+            sockets = listening_sockets(settings)
+            try:
+                workers = Workers(settings, environ, sockets)
+                workers.wait_ready()
+            finally:
+                for sock in sockets.values():
+                    sock.close()  # the workers hold their own descriptors
+            log(f"DIMSE (TLS) listening on {settings.dimse.host}:{settings.dimse.port} as "
+                f"{settings.dimse.ae_title} in {settings.dimse.workers} worker processes "
+                f"(pids {', '.join(map(str, workers.pids))})")
         from dicomvault.web.server import WebServer
 
         web = WebServer(services)
@@ -76,7 +91,10 @@ def run_server(settings: Settings, environ: Mapping[str, str], *,
         log("stopping")
         if web is not None:
             web.stop()
-        dimse.stop()
+        if dimse is not None:
+            dimse.stop()
+        if workers is not None:
+            workers.stop()
         _activity(services, False)
         services.audit_runtime.stop()  # anchors the head with a signed checkpoint
         services.close()

@@ -267,6 +267,47 @@ class GatedServer(ThreadedAssociationServer):
     handshake_timeout: float = 30.0
     max_pdu: int = 0
 
+    #: A listening socket bound by the serve process (worker processes), else None.
+    inherited_socket: socket.socket | None = None
+
+    def server_bind(self) -> None:
+        if self.inherited_socket is None:
+            super().server_bind()
+            return
+        cast(socket.socket, self.socket).close()  # the unbound one TCPServer made
+        self.socket = self.inherited_socket
+        self.server_address = self.inherited_socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self.inherited_socket is None:
+            super().server_activate()  # listen(); an inherited socket already listens
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Accept until the process ends; on an inherited socket, in a blocking ``accept``.
+
+        Processes blocked in ``accept`` on one socket are woken one at a time, longest
+        waiter first, so associations alternate between the worker processes (a
+        ``select`` loop would wake them all and let the quickest take every one).
+        """
+        if self.inherited_socket is None:
+            super().serve_forever(poll_interval)
+            return
+        while True:
+            try:
+                request, client_address = self.get_request()
+            except OSError:
+                if self.inherited_socket.fileno() < 0:
+                    return  # closed at shutdown
+                continue
+            if self.verify_request(request, client_address):
+                try:
+                    self.process_request(request, client_address)
+                except Exception:  # noqa: BLE001 - one bad connection never stops the loop
+                    self.handle_error(request, client_address)
+                    self.shutdown_request(request)
+            else:
+                self.shutdown_request(request)
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept; TCP_NODELAY; wrap in TLS without handshaking (done in the thread)."""
         sock = cast(socket.socket, self.socket)

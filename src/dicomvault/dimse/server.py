@@ -11,9 +11,11 @@ docs/conformance.md for the SOP classes and transfer syntaxes.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pydicom.uid import (
@@ -139,9 +141,11 @@ def _timed(handler: Any, service: str, metrics: Any) -> Any:
 class DimseServer:
     """DIMSE listeners over one ``Services`` container (PS3.7, PS3.8, PS3.15 B.9)."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Any, listen_sockets: Mapping[str, socket.socket] | None = None) -> None:
+        """``listen_sockets`` ("tls", "plain"): sockets bound by the serve process, for a worker."""
         self.services = services
         self.settings = services.settings
+        self._listen_sockets = dict(listen_sockets or {})
         self._ae: GatedAE | None = None
         self._servers: list[GatedServer] = []
         self._tls_server: GatedServer | None = None
@@ -177,19 +181,24 @@ class DimseServer:
                 (evt.EVT_ABORTED, lambda _e: metrics.association("aborted")),
             ]
         self._tls_server = self._serve(
-            (dimse.host, dimse.port), tls.server_context(self.settings), contexts, handlers)
+            (dimse.host, dimse.port), tls.server_context(self.settings), contexts, handlers,
+            self._listen_sockets.get("tls"))
         if dimse.plain_port:
             LOG.warning("plain-TCP DIMSE listener enabled on port %d (dimse.plain_port)",
                         dimse.plain_port)
             self._plain_server = self._serve((dimse.host, dimse.plain_port), None, contexts,
-                                             handlers)
+                                             handlers, self._listen_sockets.get("plain"))
 
     def _serve(self, address: tuple[str, int], ssl_context: ssl.SSLContext | None,
-               contexts: list[PresentationContext], handlers: list[Any]) -> GatedServer:
+               contexts: list[PresentationContext], handlers: list[Any],
+               inherited: socket.socket | None = None) -> GatedServer:
         assert self._ae is not None  # noqa: S101
+        server_class: type[GatedServer] = GatedServer
+        if inherited is not None:
+            server_class = type("InheritedGatedServer", (GatedServer,), {"inherited_socket": inherited})
         server: GatedServer = self._ae.make_server(  # type: ignore[assignment]
             address, ae_title=self.settings.dimse.ae_title, contexts=contexts,
-            ssl_context=ssl_context, evt_handlers=handlers, server_class=GatedServer,
+            ssl_context=ssl_context, evt_handlers=handlers, server_class=server_class,
             request_handler=GatedRequestHandler,
         )
         server.gate = self._gate
@@ -206,7 +215,12 @@ class DimseServer:
 
     def stop(self) -> None:
         """Stop listening and end active associations (clean shutdown on SIGTERM)."""
-        if self._ae is not None:
+        if self._ae is not None and self._listen_sockets:
+            # A worker: the listening sockets are shared with the other workers, so they
+            # are neither shut down nor closed here (the process exit releases them).
+            for assoc in self._ae.active_associations:
+                assoc.abort()
+        elif self._ae is not None:
             self._ae.shutdown()
         self._servers.clear()
 

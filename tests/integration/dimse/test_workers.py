@@ -1,0 +1,134 @@
+"""``dimse.workers = 2``: two processes share the DICOM port, and die with ``serve``.
+
+Associations alternate between the workers (each process blocked in
+``accept`` is woken in turn), every C-STORE is acknowledged and indexed, the
+serve process itself holds no association, and a SIGKILL of the serve
+process takes its workers down with it (no orphan keeps the port or keys).
+(Whether the port then refuses connections is not asserted: another process
+on the machine may bind the freed port at once.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import build_context
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from tests.integration.dimse.scu import connect, make_ct, store_bytes
+from tests.integration.dimse.support import free_port, make_pki, peer_toml, write_config
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "dicomvault"]
+
+
+class _Door:
+    def __init__(self, port: int, pki) -> None:
+        self.port = port
+        self.pki = pki
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _established_inodes(port: int) -> set[str]:
+    """Socket inodes of established TCP connections whose local port is ``port``."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":
+                inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    out: set[str] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_two_workers_share_the_port_and_die_with_serve(tmp_path):
+    pki = make_pki(tmp_path / "pki", ("scu",))
+    port = free_port()
+    config = write_config(tmp_path / "dicomvault.toml", tmp_path / "data", pki, port=port,
+                          peers=peer_toml("SCU"), extra=f"\n[http]\nport = {free_port()}\n")
+    init = subprocess.run([*CLI, "init", "--config", str(config)], capture_output=True, timeout=120)
+    assert init.returncode == 0, init.stderr.decode()[-2000:]
+    env = dict(os.environ, DICOMVAULT_DIMSE__WORKERS="2", PYTHONUNBUFFERED="1")
+    serve = subprocess.Popen([*CLI, "serve", "--config", str(config)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, start_new_session=True)
+    workers: list[int] = []
+    try:
+        assert serve.stdout is not None
+        for raw in iter(serve.stdout.readline, b""):  # "ready" comes after the workers are
+            if raw.strip() == b"ready":
+                break
+        else:
+            pytest.fail("serve exited: " + (serve.stderr.read().decode()[-2000:] if serve.stderr else ""))
+        workers = _children(serve.pid)
+        assert len(workers) == 2
+
+        door = _Door(port, pki)
+        contexts = [build_context(CTImageStorage, [ExplicitVRLittleEndian])]
+        assocs = [connect(door, contexts=contexts) for _ in range(4)]
+        try:
+            assert all(a.is_established for a in assocs)
+            established = _established_inodes(port)
+            held = {pid: len(_socket_inodes(pid) & established) for pid in [serve.pid, *workers]}
+            assert held[serve.pid] == 0, held
+            assert [held[w] for w in workers] == [2, 2], held  # alternate: one each in turn
+            for assoc in assocs:
+                ds, data = make_ct(PatientName="WORKER^TEST")
+                assert store_bytes(assoc, CTImageStorage, ds.SOPInstanceUID,
+                                   ExplicitVRLittleEndian, data) == 0x0000
+        finally:
+            for assoc in assocs:
+                assoc.release()
+
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.1)
+        alive = {w: Path(f"/proc/{w}/stat").read_text() for w in workers if _alive(w)}
+        assert not alive, f"workers outlived the serve process: {alive}"
+    finally:
+        for pid in [serve.pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        serve.wait(10)
+
+    # Everything acknowledged is in the index (a fresh serve is not needed to read it).
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "data" / "index.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM instances").fetchone()[0] == 4
