@@ -8,6 +8,8 @@ locking; the audit chain takes an advisory lock for its head.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
 
+        gate = _WriterGate(Path(path + ".writers")) if path and path != ":memory:" else None
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # pysqlite's own BEGIN is deferred; writers must take the lock up
@@ -47,13 +51,65 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             # queries run concurrently under WAL.
             if conn.get_execution_options().get("dv_read_only"):
                 conn.exec_driver_sql("BEGIN")
-            else:
+                return
+            if gate is not None:
+                gate.acquire(conn.connection.info)
+            try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                if gate is not None:
+                    gate.release(conn.connection.info)
+                raise
+
+        if gate is not None:
+            @event.listens_for(engine, "commit")
+            @event.listens_for(engine, "rollback")
+            def _sqlite_end(conn: Any) -> None:
+                gate.release(conn.connection.info)
+
+            @event.listens_for(engine, "close")
+            def _sqlite_close(_dbapi_conn: Any, record: Any) -> None:
+                gate.forget(record.info)
 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+class _WriterGate:
+    """Queue SQLite writers on a lock file (``flock``) before ``BEGIN IMMEDIATE``.
+
+    SQLite's own busy handler sleeps and retries (1, 2, 5, 10 … ms); between
+    processes (DIMSE workers) that turns every collision into milliseconds of
+    idle wait.  A blocking ``flock`` wakes the next writer as soon as the
+    previous one commits or rolls back.  Each connection holds its own open
+    file, so threads of one process queue on it too.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def _fd(self, info: dict[str, Any]) -> int:
+        fd = info.get("dv_writer_fd")
+        if fd is None:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            info["dv_writer_fd"] = fd
+        return int(fd)
+
+    def acquire(self, info: dict[str, Any]) -> None:
+        fcntl.flock(self._fd(info), fcntl.LOCK_EX)
+        info["dv_writer_held"] = True
+
+    def release(self, info: dict[str, Any]) -> None:
+        if info.pop("dv_writer_held", False):
+            fcntl.flock(self._fd(info), fcntl.LOCK_UN)
+
+    def forget(self, info: dict[str, Any]) -> None:
+        self.release(info)
+        fd = info.pop("dv_writer_fd", None)
+        if fd is not None:
+            os.close(fd)
 
 
 def read_only_engine(engine: Engine) -> Engine:
