@@ -100,6 +100,10 @@ class AlertSink(Protocol):
 _RECORDS = cast(Table, AuditRecord.__table__)
 _SUBJECTS = cast(Table, AuditSubject.__table__)
 _OUTBOX = cast(Table, SyslogOutbox.__table__)
+# Built once: every request of every door appends, and a prebuilt statement
+# skips construction and cache-key generation.
+_INSERTS = (insert(_RECORDS), insert(_SUBJECTS), insert(_OUTBOX))
+_SELECT_HEAD = select(_RECORDS.c.seq, _RECORDS.c.hash).order_by(_RECORDS.c.seq.desc()).limit(1)
 
 
 @dataclass
@@ -119,10 +123,7 @@ def lock_head(session: Session) -> None:
 
 
 def read_head(session: Session) -> tuple[int, bytes]:
-    records = _RECORDS.c
-    row = session.connection().execute(
-        select(records.seq, records.hash).order_by(records.seq.desc()).limit(1)
-    ).first()
+    row = session.connection().execute(_SELECT_HEAD).first()
     return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
 
@@ -254,10 +255,10 @@ class AuditTrail:
                     written.append(seq)
             # Core executemany on the session's connection: the same transaction,
             # without the ORM unit of work (this runs for every request).
-            for table, values in ((_RECORDS, rows.records), (_SUBJECTS, rows.subjects),
-                                  (_OUTBOX, rows.outbox)):
+            for statement, values in zip(_INSERTS, (rows.records, rows.subjects, rows.outbox),
+                                              strict=True):
                 if values:
-                    conn.execute(insert(table), values)
+                    conn.execute(statement, values)
             depth += 1
             alerts: list[AuditEvent] = []
             if depth <= 2:  # alerts about alerts stop here
