@@ -9,7 +9,6 @@ reading the head, so concurrent threads and processes never fork the chain.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from dicomvault.crypto.keyring import DataKey, Keyring
 from dicomvault.errors import DicomVaultError, UnavailableError
 from dicomvault.index.base import utcnow
 from dicomvault.index.db import unit_of_work
+from dicomvault.index.group_commit import GroupCommitter
 
 if TYPE_CHECKING:
     from dicomvault.audit.checkpoint import Checkpoint
@@ -57,32 +57,6 @@ class Appended:
     seq: int
     event: AuditEvent
     body: dict[str, Any]
-
-
-class _Request:
-    """One caller's records waiting for a group commit."""
-
-    __slots__ = ("pending", "done", "_seqs", "_error")
-
-    def __init__(self, pending: list[tuple[AuditEvent, dict[str, Any]]]) -> None:
-        self.pending = pending
-        self.done = False
-        self._seqs: list[int] = []
-        self._error: BaseException | None = None
-
-    def finish(self, seqs: list[int]) -> None:
-        self._seqs, self.done = seqs, True
-
-    def fail(self, exc: BaseException) -> None:
-        self._error, self.done = exc, True
-
-    def result(self) -> list[int]:
-        err = self._error
-        if isinstance(err, DicomVaultError):
-            raise type(err)(err.detail, code=err.code) from err
-        if err is not None:
-            raise UnavailableError("audit trail unavailable; the request was not completed") from err
-        return self._seqs
 
 
 class AppendObserver(Protocol):
@@ -149,11 +123,9 @@ class AuditTrail:
         self.metrics = metrics
         #: Write-once folder that receives signed checkpoints (``audit.checkpoint``).
         self.checkpoint_export_dir = checkpoint_export_dir
-        #: Most records one group commit writes.
-        self.max_batch = 256
-        self._cv = threading.Condition()
-        self._queue: list[_Request] = []
-        self._leader = False
+        # Concurrent appends without a session share one transaction; a failure fails
+        # them all (no savepoints: the chain is one sequence).
+        self._committer = GroupCommitter(session_factory, max_batch=256, isolate=False)
         self._observers: list[AppendObserver] = []
         self._alert_sinks: list[AlertSink] = []
 
@@ -203,36 +175,11 @@ class AuditTrail:
         return seqs
 
     def _group_commit(self, pending: list[tuple[AuditEvent, dict[str, Any]]]) -> list[int]:
-        req = _Request(pending)
-        with self._cv:
-            self._queue.append(req)
-            while not req.done and self._leader:
-                self._cv.wait()
-            if req.done:
-                return req.result()
-            self._leader = True
         try:
-            while not req.done:
-                with self._cv:
-                    batch = self._queue[: self.max_batch]
-                    del self._queue[: len(batch)]
-                try:
-                    with unit_of_work(self._factory) as own:
-                        seqs = self._append_sealed(own, [p for r in batch for p in r.pending])
-                except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
-                    for r in batch:
-                        r.fail(exc)
-                else:
-                    for r in batch:
-                        r.finish(seqs[: len(r.pending)])
-                        seqs = seqs[len(r.pending):]
-                with self._cv:
-                    self._cv.notify_all()
-        finally:
-            with self._cv:
-                self._leader = False
-                self._cv.notify_all()
-        return req.result()
+            return self._committer.run(lambda session: self._append_sealed(session, pending))
+        except DicomVaultError as err:
+            # The same error reaches every caller of a failed batch: each raises its own copy.
+            raise type(err)(err.detail, code=err.code) from err
 
     def _append_sealed(
         self, session: Session, pending: list[tuple[AuditEvent, dict[str, Any]]]

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu import A_ABORT_RQ
 
 LOG = logging.getLogger(__name__)
@@ -122,7 +123,12 @@ class EventDrivenDUL(DULServiceProvider):
             except queue.Empty:
                 self._wait_for_work()
                 continue
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except InvalidEventError:
+                # e.g. the association's own A-ABORT request (Evt15) after a rejection,
+                # while waiting for the peer to close (Sta13): nothing left to do.
+                LOG.debug("ignoring %s in %s", event, self.state_machine.current_state)
 
     def _wait_for_work(self) -> None:
         """Block until the peer sends, the user queues a primitive, or IDLE_WAIT passes."""

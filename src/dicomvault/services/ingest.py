@@ -33,6 +33,7 @@ from dicomvault.dicomjson import encode_stored_metadata
 from dicomvault.errors import ConflictError, InvalidInputError
 from dicomvault.index.base import utcnow
 from dicomvault.index.db import make_session_factory, read_only_engine
+from dicomvault.index.group_commit import GroupCommitter
 from dicomvault.index.models import Instance, Patient, SearchToken, Series, Study
 from dicomvault.index.phi import PHI_FIELDS, PhiField, field_aad, metadata_aad
 from dicomvault.services.auditing import AuditSink, actor, deny_event, refusal
@@ -154,6 +155,9 @@ class Ingestor:
         self._audit = audit
         self._on_duplicate = on_duplicate
         self._blob_writer = _BLOB_WRITER
+        # Concurrent ingests (associations, STOW requests) share transactions and
+        # their commit's fsync instead of queueing on the write lock one by one.
+        self._committer = GroupCommitter(factory)
 
     # -- public -----------------------------------------------------------
     def ingest(self, principal: Principal, data: bytes, *, door: str,
@@ -302,61 +306,69 @@ class Ingestor:
 
     def _commit(self, parsed: ParsedInstance, patient: tuple[int, str, DataKey], row: _InstanceRow,
                 collection: str | None = None) -> Literal["stored", "overwritten"]:
-        """Index the instance in one transaction that commits only after its blob is durable."""
+        """Index the instance in a (group) commit that happens only after its blob is durable."""
+        status, old_blob = self._committer.run(
+            lambda s: self._index(s, parsed, patient, row, collection))
+        if old_blob:
+            self._store.delete(old_blob)
+        return status
+
+    def _index(self, s: Session, parsed: ParsedInstance, patient: tuple[int, str, DataKey],
+               row: _InstanceRow, collection: str | None,
+               ) -> tuple[Literal["stored", "overwritten"], str | None]:
+        """The instance's index rows and audit record in the caller's transaction;
+        returns its status and the blob it replaced (to delete once committed)."""
         ds = parsed.dataset
         patient_id, _, dek = patient
         old_blob: str | None = None
         # The common case (study and series exist, new instance) runs as prebuilt Core
         # statements on the session's connection; ORM objects are only built to create
         # a study or series.
-        with self._factory() as s, s.begin():
-            conn = s.connection()
-            study_row = conn.execute(_LOCK_STUDY, {"b_study": parsed.study_uid}).first()
-            if study_row is None:
-                study = Study(patient_id=patient_id, study_uid=parsed.study_uid,
-                              study_date=_date(ds, "StudyDate"), study_time=_time(ds, "StudyTime"),
-                              deidentified=collection is not None, project=collection)
-                s.add(study)
-                s.flush()
-                self._write_phi(s, "study", study, study.study_uid, dek, ds)
-                study_id = study.id
-            elif study_row.patient_id != patient_id:
-                raise ConflictError("the study belongs to a different patient")
-            elif study_row.deidentified != (collection is not None):
-                raise ConflictError("identified and de-identified data cannot share a study")
-            else:
-                study_id = study_row.id
-            series_row = conn.execute(_LOCK_SERIES, {"b_series": parsed.series_uid}).first()
-            if series_row is None:
-                series_id = self._create_series(s, study_id, parsed, dek)
-            elif series_row.study_id != study_id:
-                raise ConflictError("the series belongs to a different study")
-            else:
-                series_id = series_row.id
+        conn = s.connection()
+        study_row = conn.execute(_LOCK_STUDY, {"b_study": parsed.study_uid}).first()
+        if study_row is None:
+            study = Study(patient_id=patient_id, study_uid=parsed.study_uid,
+                          study_date=_date(ds, "StudyDate"), study_time=_time(ds, "StudyTime"),
+                          deidentified=collection is not None, project=collection)
+            s.add(study)
+            s.flush()
+            self._write_phi(s, "study", study, study.study_uid, dek, ds)
+            study_id = study.id
+        elif study_row.patient_id != patient_id:
+            raise ConflictError("the study belongs to a different patient")
+        elif study_row.deidentified != (collection is not None):
+            raise ConflictError("identified and de-identified data cannot share a study")
+        else:
+            study_id = study_row.id
+        series_row = conn.execute(_LOCK_SERIES, {"b_series": parsed.series_uid}).first()
+        if series_row is None:
+            series_id = self._create_series(s, study_id, parsed, dek)
+        elif series_row.study_id != study_id:
+            raise ConflictError("the series belongs to a different study")
+        else:
+            series_id = series_row.id
 
-            existing = conn.execute(_SELECT_INSTANCE, {"b_sop": parsed.sop_instance_uid}).first()
-            status: Literal["stored", "overwritten"] = "stored"
-            event = row.event
-            if existing is not None:
-                if self._on_duplicate != "overwrite" or existing.series_id != series_id:
-                    raise ConflictError("a different object is already stored under this SOP Instance UID")
-                old_blob = existing.blob_key
-                status = "overwritten"
-                event = replace(event, outcome_description=_OVERWRITTEN)
-            else:
-                conn.execute(_COUNT_IN_SERIES, {"b_id": series_id})
-                conn.execute(_COUNT_IN_STUDY, {"b_id": study_id, "b_now": utcnow()})
-            self._audit.append([event], session=s)
-            # Last: the blob must be durable before the row that names it commits.
-            values = dict(row.values, blob_sha256=row.blob.result().blob_sha256)
-            if existing is not None:
-                conn.execute(_REPLACE_INSTANCE, dict(values, b_id=existing.id))
-            else:
-                conn.execute(_INSERT_INSTANCE, dict(values, series_id=series_id,
-                                                    sop_uid=parsed.sop_instance_uid, created_at=utcnow()))
-        if old_blob:
-            self._store.delete(old_blob)
-        return status
+        existing = conn.execute(_SELECT_INSTANCE, {"b_sop": parsed.sop_instance_uid}).first()
+        status: Literal["stored", "overwritten"] = "stored"
+        event = row.event
+        if existing is not None:
+            if self._on_duplicate != "overwrite" or existing.series_id != series_id:
+                raise ConflictError("a different object is already stored under this SOP Instance UID")
+            old_blob = existing.blob_key
+            status = "overwritten"
+            event = replace(event, outcome_description=_OVERWRITTEN)
+        else:
+            conn.execute(_COUNT_IN_SERIES, {"b_id": series_id})
+            conn.execute(_COUNT_IN_STUDY, {"b_id": study_id, "b_now": utcnow()})
+        self._audit.append([event], session=s)
+        # Last: the blob must be durable before the row that names it commits.
+        values = dict(row.values, blob_sha256=row.blob.result().blob_sha256)
+        if existing is not None:
+            conn.execute(_REPLACE_INSTANCE, dict(values, b_id=existing.id))
+        else:
+            conn.execute(_INSERT_INSTANCE, dict(values, series_id=series_id,
+                                                sop_uid=parsed.sop_instance_uid, created_at=utcnow()))
+        return status, old_blob
 
     def _create_series(self, s: Session, study_id: int, parsed: ParsedInstance, dek: DataKey) -> int:
         ds = parsed.dataset
