@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import Engine, Row, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -148,6 +148,7 @@ class Ingestor:
         # Look-ups before the write transaction (duplicate check, patient key) must not
         # take SQLite's write lock (BEGIN IMMEDIATE): concurrent ingests would queue on it.
         self._read_factory = read_factory or _read_only(factory)
+        self._read_engine = cast(Engine, self._read_factory.kw["bind"])
         self._keyring = keyring
         self._store = store
         self._deks = deks
@@ -230,8 +231,8 @@ class Ingestor:
         token = identity_token(self._keyring, parsed.dataset)
         existing: Row[Any] | None = None
         for attempt in range(3):
-            with self._read_factory() as s:
-                conn = s.connection()
+            # A Core connection, not a Session: this runs on every ingest.
+            with self._read_engine.connect() as conn:
                 row = conn.execute(_SELECT_PATIENT, {"b_token": token}).first()
                 if attempt == 0:
                     existing = conn.execute(_SELECT_CONTENT_MAC, {"b_sop": parsed.sop_instance_uid}).first()
