@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from argon2 import PasswordHasher
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomvault.access.lockout import LoginThrottledError, LoginThrottler
@@ -93,6 +93,10 @@ AE_TITLE_RE = re.compile(r"^[\x21-\x5b\x5d-\x7e](?:[\x20-\x5b\x5d-\x7e]{0,14}[\x
 ASSIGNABLE_ROLES = frozenset(ROLE_PERMISSIONS) - {"system"}
 _BREAK_GLASS_AAD = "dicomvault/break-glass/"
 _INVALID_LOGIN = "invalid username or password"
+# Prebuilt statements of the per-request bearer path.
+_TOKEN_USER = select(User.username, User.roles, User.enabled).where(User.id == bindparam("b_id"))
+_ACTIVE_GRANTS = select(BreakGlassGrant.study_uid, BreakGlassGrant.expires_at).where(
+    BreakGlassGrant.user_id == bindparam("b_user"), BreakGlassGrant.expires_at > bindparam("b_now"))
 
 
 def _b64(data: bytes) -> str:
@@ -223,11 +227,8 @@ class IdentityService:
         return user
 
     def _active_grants(self, session: Session, user_id: str) -> tuple[tuple[str, datetime], ...]:
-        rows = session.execute(
-            select(BreakGlassGrant.study_uid, BreakGlassGrant.expires_at).where(
-                BreakGlassGrant.user_id == user_id, BreakGlassGrant.expires_at > self._clock()
-            )
-        ).all()
+        rows = session.connection().execute(
+            _ACTIVE_GRANTS, {"b_user": user_id, "b_now": self._clock()}).all()
         return tuple((uid, until) for uid, until in rows)
 
     def _principal(
@@ -567,11 +568,13 @@ class IdentityService:
             except NotAuthenticatedError:
                 return None  # refused on the write path, where the refusal is audited
             if ident.kind == "personal":
-                user = session.get(User, ident.subject)
+                user = session.connection().execute(_TOKEN_USER, {"b_id": ident.subject}).first()
                 if user is None or not user.enabled:
                     return None
-                return self._principal(session, user, door=door, address=address, kind="token",
-                                       scopes=ident.scopes)
+                return Principal(
+                    id=ident.subject, kind="token", name=user.username, roles=split_set(user.roles),
+                    address=address, scopes=ident.scopes, door=door,
+                    break_glass=self._active_grants(session, ident.subject))
             return Principal(id=f"client:{ident.subject}", kind="token", name=ident.subject,
                              roles=ident.roles, address=address, scopes=ident.scopes, door=door)
 

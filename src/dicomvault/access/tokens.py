@@ -22,10 +22,10 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import jwt
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from dicomvault.access.models import ApiToken, OAuthClient, join_set, split_set
@@ -39,6 +39,13 @@ ACCESS_TOKEN_SECONDS = 900
 MAX_TOKEN_DAYS = 365
 #: ``last_used_at`` of a personal token is written at most this often.
 TOUCH_INTERVAL = timedelta(minutes=1)
+
+_TOKENS = cast(Table, ApiToken.__table__)
+_PERSONAL_BY_DIGEST = select(
+    _TOKENS.c.id, _TOKENS.c.user_id, _TOKENS.c.scopes, _TOKENS.c.expires_at, _TOKENS.c.revoked_at,
+    _TOKENS.c.last_used_at).where(_TOKENS.c.token_hash == bindparam("b_hash"))
+_TOUCH_PERSONAL = update(_TOKENS).where(_TOKENS.c.id == bindparam("b_id")).values(
+    last_used_at=bindparam("b_now"))
 #: Clock skew tolerated for ``exp``/``nbf``/``iat``.
 LEEWAY = timedelta(seconds=30)
 
@@ -133,9 +140,9 @@ class TokenService:
         """
         if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
             raise NotAuthenticatedError("invalid token", code="token-invalid")
-        row = session.execute(
-            select(ApiToken).where(ApiToken.token_hash == self._digest("api-token", token))
-        ).scalar_one_or_none()
+        # Prebuilt Core statements: every bearer request runs this.
+        conn = session.connection()
+        row = conn.execute(_PERSONAL_BY_DIGEST, {"b_hash": self._digest("api-token", token)}).first()
         if row is None:
             raise NotAuthenticatedError("invalid token", code="token-invalid")
         now = self._clock()
@@ -145,7 +152,7 @@ class TokenService:
             raise NotAuthenticatedError("token expired", code="token-expired")
         last_used = row.last_used_at
         if touch and (last_used is None or now - last_used > TOUCH_INTERVAL):
-            row.last_used_at = now
+            conn.execute(_TOUCH_PERSONAL, {"b_id": row.id, "b_now": now})
         return TokenIdentity("personal", row.user_id, split_set(row.scopes), row.id,
                              expires_at=row.expires_at, last_used_at=last_used)
 
