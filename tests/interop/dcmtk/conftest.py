@@ -116,7 +116,11 @@ class TlsRelay:
             threading.Thread(target=self._serve, args=(plain,), daemon=True).start()
 
     def _serve(self, plain: socket.socket) -> None:
-        import threading
+        # One thread owns the TLS socket: OpenSSL forbids concurrent SSL_read and
+        # SSL_write on one connection (a write racing a read that is processing a
+        # TLS 1.3 session ticket can vanish, leaving the peer waiting forever).
+        import select
+        import ssl
 
         try:
             raw = socket.create_connection(("127.0.0.1", self._target))
@@ -126,26 +130,38 @@ class TlsRelay:
             return
         for s in (plain, tls):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def pipe(src: socket.socket, dst: socket.socket) -> None:
-            try:
-                while chunk := src.recv(65536):
-                    dst.sendall(chunk)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
+        try:
+            while True:
+                if tls.pending():
+                    ready = [tls]
+                else:
+                    ready, _, _ = select.select([plain, tls], [], [], 1.0)
+                if plain in ready:
+                    chunk = plain.recv(65536)
+                    if not chunk:
+                        break
+                    tls.settimeout(30)
+                    tls.sendall(chunk)
+                if tls in ready:
+                    # A readable socket may hold only a non-data record (a session
+                    # ticket): wait briefly, then go back to watching both sides.
+                    tls.settimeout(0.05)
                     try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        t = threading.Thread(target=pipe, args=(tls, plain), daemon=True)
-        t.start()
-        pipe(plain, tls)
-        t.join(timeout=5)
-        plain.close()
-        tls.close()
+                        chunk = tls.recv(65536)
+                    except (TimeoutError, ssl.SSLWantReadError):
+                        continue
+                    if not chunk:
+                        break
+                    plain.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (plain, tls):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
 
     def close(self) -> None:
         self._stop = True
