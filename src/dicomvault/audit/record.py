@@ -43,7 +43,10 @@ def _iso(t: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """Inverse of the ``...T...Z`` times in record bodies (``fromisoformat``: strptime is ~10x slower)."""
+    if not text.endswith("Z"):
+        raise ValueError(f"not a UTC record time: {text!r}")
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
 
 
 def _jsonable(value: object) -> object:

@@ -18,10 +18,22 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomvault.access import permissions as perm
@@ -74,6 +86,43 @@ RETURN_ONLY = {
     "AvailableTransferSyntaxUID": "IMAGE", "RetrieveAETitle": "PATIENT",
     "InstanceAvailability": "PATIENT", "SpecificCharacterSet": "PATIENT",
 }
+
+
+_PHI_OF_LEVEL: dict[str, tuple[PhiField, ...]] = {
+    name: tuple(f for f in PHI_BY_KEYWORD.values() if f.level == name)
+    for name in ("patient", "study", "series")
+}
+#: Plain result columns per entity: (label prefix, entity, attributes); encrypted PHI
+#: columns are labelled ``<level>_<column>``.
+_RESULT_PARTS: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
+    ("p", Patient, ("id", "key_id", "wrapped_dek", "sex")),
+    ("s", Study, ("study_uid", "study_date", "study_time", "modalities", "num_series",
+                  "num_instances")),
+    ("e", Series, ("series_uid", "modality", "series_number", "series_date", "series_time",
+                   "body_part", "num_instances")),
+    ("i", Instance, ("sop_uid", "sop_class_uid", "instance_number", "number_of_frames", "rows",
+                     "columns", "transfer_syntax_uid")),
+)
+_PATIENT_COUNTS = (
+    select(func.count(Study.id.distinct()), func.count(Series.id.distinct()),
+           func.coalesce(func.sum(Series.num_instances), 0))
+    .select_from(Study).outerjoin(Series, Series.study_id == Study.id)
+    .where(Study.patient_id == bindparam("b_patient"))
+)
+
+
+@cache
+def _result_columns(level: str) -> tuple[Any, ...]:
+    """The columns a result row at ``level`` is built from (its level and those above)."""
+    depth = LEVEL_ORDER.index(level)
+    cols: list[Any] = []
+    for (prefix, entity, attrs), level_name in zip(_RESULT_PARTS[: depth + 1],
+                                                   ("patient", "study", "series", "image"),
+                                                   strict=False):
+        cols.extend(getattr(entity, a).label(f"{prefix}_{a}") for a in attrs)
+        for field in _PHI_OF_LEVEL.get(level_name, ()):
+            cols.append(getattr(entity, field.column).label(f"{level_name}_{field.column}"))
+    return tuple(cols)
 
 
 def supported_keywords(level: str) -> set[str]:
@@ -180,6 +229,7 @@ class Searcher:
     def __init__(self, factory: sessionmaker[Session], keyring: Keyring, deks: DekCache,
                  policy: Policy, audit: AuditSink, max_results: int = 10_000) -> None:
         self._factory = factory
+        self._engine = cast(Engine, factory.kw["bind"])
         self._keyring = keyring
         self._deks = deks
         self._policy = policy
@@ -199,15 +249,16 @@ class Searcher:
             raise InvalidInputError("limit and offset must not be negative")
         stmt, phi_filters, post_only = self._statement(query, scope)
         limit = min(query.limit if query.limit is not None else self._max, self._max)
-        with self._factory() as session:
+        # Plain columns on a Core connection: no ORM identity map or entity loading.
+        with self._engine.connect() as conn:
             if post_only:
-                rows = session.execute(stmt).all()
-                matched = [r for r in (self._row(session, query.level, r) for r in rows)
+                rows = conn.execute(stmt).all()
+                matched = [r for r in (self._row(conn, query.level, r._mapping) for r in rows)
                            if r is not None and self._verify(r, phi_filters)]
                 page = matched[query.offset: query.offset + limit + 1]
             else:
-                rows = session.execute(stmt.offset(query.offset).limit(limit + 1)).all()
-                page = [r for r in (self._row(session, query.level, r) for r in rows)
+                rows = conn.execute(stmt.offset(query.offset).limit(limit + 1)).all()
+                page = [r for r in (self._row(conn, query.level, r._mapping) for r in rows)
                         if r is not None and self._verify(r, phi_filters)]
         capped = len(page) > limit
         page = page[:limit]
@@ -220,20 +271,18 @@ class Searcher:
     def _statement(self, query: FindQuery, scope: QueryScope) -> tuple[Select[Any], list[_PhiFilter], bool]:
         level = query.level
         depth = LEVEL_ORDER.index(level)
-        entities: list[Any] = [Patient.key_id, Patient.wrapped_dek]
+        stmt = select(*_result_columns(level))
         if level == "PATIENT":
-            stmt = select(Patient, *entities[:0])
             order = Patient.id
         elif level == "STUDY":
-            stmt = select(Study, Patient).join(Patient, Study.patient_id == Patient.id)
+            stmt = stmt.select_from(Study).join(Patient, Study.patient_id == Patient.id)
             order = Study.id
         elif level == "SERIES":
-            stmt = (select(Series, Study, Patient).join(Study, Series.study_id == Study.id)
+            stmt = (stmt.select_from(Series).join(Study, Series.study_id == Study.id)
                     .join(Patient, Study.patient_id == Patient.id))
             order = Series.id
         else:
-            stmt = (select(Instance, Series, Study, Patient)
-                    .join(Series, Instance.series_id == Series.id)
+            stmt = (stmt.select_from(Instance).join(Series, Instance.series_id == Series.id)
                     .join(Study, Series.study_id == Study.id)
                     .join(Patient, Study.patient_id == Patient.id))
             order = Instance.id
@@ -315,59 +364,51 @@ class Searcher:
                               SearchToken.row_id == row_col)
 
     # -- results ------------------------------------------------------------
-    def _row(self, session: Session, level: str, row: Any) -> dict[str, object] | None:
-        parts = {type(obj).__name__: obj for obj in row}
-        patient: Patient = parts["Patient"]
-        dek = self._deks.get(patient.key_id, patient.wrapped_dek)
+    def _row(self, conn: Connection, level: str, row: RowMapping) -> dict[str, object] | None:
+        dek = self._deks.get(row["p_key_id"], row["p_wrapped_dek"])
         if dek is None:
             return None
-        out: dict[str, object] = {"_key_id": patient.key_id}
+        out: dict[str, object] = {"_key_id": row["p_key_id"]}
 
-        def decrypt(obj: Any, uid: str, level_name: str) -> None:
-            for field in PHI_BY_KEYWORD.values():
-                if field.level == level_name:
-                    out[field.keyword] = dek.open_text(getattr(obj, field.column), field_aad(field, uid))
+        def decrypt(uid: str, level_name: str) -> None:
+            for field in _PHI_OF_LEVEL[level_name]:
+                out[field.keyword] = dek.open_text(row[f"{level_name}_{field.column}"],
+                                                   field_aad(field, uid))
 
-        decrypt(patient, patient.key_id, "patient")
-        out["PatientSex"] = patient.sex
+        decrypt(row["p_key_id"], "patient")
+        out["PatientSex"] = row["p_sex"]
         if level == "PATIENT":
-            counts = session.execute(
-                select(func.count(Study.id.distinct()), func.count(Series.id.distinct()),
-                       func.coalesce(func.sum(Series.num_instances), 0))
-                .select_from(Study).outerjoin(Series, Series.study_id == Study.id)
-                .where(Study.patient_id == patient.id)
-            ).one()
+            counts = conn.execute(_PATIENT_COUNTS, {"b_patient": row["p_id"]}).one()
             out["NumberOfPatientRelatedStudies"] = counts[0]
             out["NumberOfPatientRelatedSeries"] = counts[1]
             out["NumberOfPatientRelatedInstances"] = int(counts[2])
             return out
-        study: Study = parts["Study"]
-        decrypt(study, study.study_uid, "study")
+        study_uid = row["s_study_uid"]
+        decrypt(study_uid, "study")
         out.update({
-            "StudyInstanceUID": study.study_uid, "StudyDate": study.study_date,
-            "StudyTime": study.study_time,
-            "ModalitiesInStudy": [m for m in study.modalities.split("\\") if m],
-            "NumberOfStudyRelatedSeries": study.num_series,
-            "NumberOfStudyRelatedInstances": study.num_instances,
+            "StudyInstanceUID": study_uid, "StudyDate": row["s_study_date"],
+            "StudyTime": row["s_study_time"],
+            "ModalitiesInStudy": [m for m in row["s_modalities"].split("\\") if m],
+            "NumberOfStudyRelatedSeries": row["s_num_series"],
+            "NumberOfStudyRelatedInstances": row["s_num_instances"],
         })
         if level == "STUDY":
             return out
-        series: Series = parts["Series"]
-        decrypt(series, series.series_uid, "series")
+        series_uid = row["e_series_uid"]
+        decrypt(series_uid, "series")
         out.update({
-            "SeriesInstanceUID": series.series_uid, "Modality": series.modality,
-            "SeriesNumber": series.series_number, "SeriesDate": series.series_date,
-            "SeriesTime": series.series_time, "BodyPartExamined": series.body_part,
-            "NumberOfSeriesRelatedInstances": series.num_instances,
+            "SeriesInstanceUID": series_uid, "Modality": row["e_modality"],
+            "SeriesNumber": row["e_series_number"], "SeriesDate": row["e_series_date"],
+            "SeriesTime": row["e_series_time"], "BodyPartExamined": row["e_body_part"],
+            "NumberOfSeriesRelatedInstances": row["e_num_instances"],
         })
         if level == "SERIES":
             return out
-        inst: Instance = parts["Instance"]
         out.update({
-            "SOPInstanceUID": inst.sop_uid, "SOPClassUID": inst.sop_class_uid,
-            "InstanceNumber": inst.instance_number, "NumberOfFrames": inst.number_of_frames,
-            "Rows": inst.rows, "Columns": inst.columns,
-            "AvailableTransferSyntaxUID": inst.transfer_syntax_uid,
+            "SOPInstanceUID": row["i_sop_uid"], "SOPClassUID": row["i_sop_class_uid"],
+            "InstanceNumber": row["i_instance_number"], "NumberOfFrames": row["i_number_of_frames"],
+            "Rows": row["i_rows"], "Columns": row["i_columns"],
+            "AvailableTransferSyntaxUID": row["i_transfer_syntax_uid"],
         })
         return out
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, select
+from sqlalchemy import Engine, and_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomvault.access import permissions as perm
@@ -56,6 +56,7 @@ class Retriever:
     def __init__(self, factory: sessionmaker[Session], store: BlobStore, deks: DekCache,
                  policy: Policy, audit: AuditSink, patient_matcher: Any = None) -> None:
         self._factory = factory
+        self._engine = cast(Engine, factory.kw["bind"])
         self._store = store
         self._deks = deks
         self._policy = policy
@@ -74,7 +75,10 @@ class Retriever:
         if level not in _LEVEL_KEYS:
             raise InvalidInputError("unknown retrieve level")
         stmt = (
-            select(Instance, Series.series_uid, Study.study_uid, Patient.key_id, Patient.wrapped_dek)
+            select(Instance.sop_uid, Instance.sop_class_uid, Instance.transfer_syntax_uid,
+                   Instance.size, Instance.blob_key, Instance.number_of_frames,
+                   Series.series_uid, Study.study_uid, Patient.key_id, Patient.wrapped_dek)
+            .select_from(Instance)
             .join(Series, Instance.series_id == Series.id)
             .join(Study, Series.study_id == Study.id)
             .join(Patient, Study.patient_id == Patient.id)
@@ -95,13 +99,14 @@ class Retriever:
         required = _LEVEL_KEYS[level][-1]
         if not keys.get(required):
             raise InvalidInputError(f"{required} is required at {level} level")
-        with self._factory() as session:
-            rows = session.execute(stmt.where(and_(*conds)).order_by(Instance.id)).all()
+        with self._engine.connect() as conn:  # plain columns: no ORM entity loading
+            rows = conn.execute(stmt.where(and_(*conds)).order_by(Instance.id)).all()
         refs: list[InstanceRef] = []
         denied: set[str] = set()
         allowed: set[str] = set()
         break_glass: set[str] = set()
-        for inst, series_uid, study_uid, key_id, _wrapped in rows:
+        for (sop_uid, sop_class_uid, transfer_syntax_uid, size, blob_key, number_of_frames,
+             series_uid, study_uid, key_id, _wrapped) in rows:
             if study_uid not in allowed and study_uid not in denied:
                 decision = self._policy.authorize(
                     principal, perm.STUDY_READ, Resource("study", study_uid=study_uid, patient_key_id=key_id))
@@ -111,10 +116,10 @@ class Retriever:
                     self._audit.append([_break_glass_use(principal, door, study_uid)])
             if study_uid in allowed:
                 refs.append(InstanceRef(
-                    sop_instance_uid=inst.sop_uid, sop_class_uid=inst.sop_class_uid,
-                    transfer_syntax_uid=inst.transfer_syntax_uid, study_instance_uid=study_uid,
-                    series_instance_uid=series_uid, size=inst.size, blob_key=inst.blob_key,
-                    patient_key_id=key_id, number_of_frames=inst.number_of_frames,
+                    sop_instance_uid=sop_uid, sop_class_uid=sop_class_uid,
+                    transfer_syntax_uid=transfer_syntax_uid, study_instance_uid=study_uid,
+                    series_instance_uid=series_uid, size=size, blob_key=blob_key,
+                    patient_key_id=key_id, number_of_frames=number_of_frames,
                     wrapped_dek=_wrapped))
         if denied:
             self._audit.append([deny_event(principal, door, perm.STUDY_READ, uid) for uid in sorted(denied)])
@@ -157,9 +162,9 @@ class Retriever:
         by_uid = {ref.sop_instance_uid: ref for ref in refs}
         uids = list(by_uid)
         for start in range(0, len(uids), 500):  # bound the IN list
-            with self._factory() as session:
-                rows = session.execute(select(Instance.sop_uid, Instance.enc_metadata)
-                                       .where(Instance.sop_uid.in_(uids[start:start + 500]))).all()
+            with self._engine.connect() as conn:
+                rows = conn.execute(select(Instance.sop_uid, Instance.enc_metadata)
+                                    .where(Instance.sop_uid.in_(uids[start:start + 500]))).all()
             for sop_uid, sealed in rows:
                 ref = by_uid[sop_uid]
                 if sealed is None:
