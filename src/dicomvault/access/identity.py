@@ -592,7 +592,9 @@ class IdentityService:
 
     def peer_config(self, ae_title: str) -> PeerSettings | None:
         """The peer's configuration: the admin-managed table first, then ``settings.peers``."""
-        with unit_of_work(self._factory) as session:
+        # A read: every association asks, and a write transaction would queue it
+        # behind the ingest writers' lock (SQLite).
+        with (self._read_factory or self._factory)() as session:
             row = session.get(DicomPeer, ae_title)
             if row is not None:
                 return _peer_settings(row) if row.enabled else None
@@ -616,14 +618,19 @@ class IdentityService:
         """
         ae = ae_title.strip()
         peer = self.peer_config(ae)
+        ae_principal = Principal(
+            id=f"ae:{ae}", kind="ae", name=ae,
+            roles=frozenset({peer.role}) if peer else frozenset(), address=address, door="dimse",
+        )
+        ae_only = user_identity is None or user_identity.identity_type == 1
+        if ae_only and not self._peer_refusal(peer, cert_sha256, address):
+            # The common case writes nothing: no write transaction (the association's
+            # own audit record follows from the door).
+            return ae_principal
         with self._tx() as tx:
             refused = self._check_peer(tx, ae, peer, cert_sha256, address)
             if refused:
                 return tx.fail(refused)
-            ae_principal = Principal(
-                id=f"ae:{ae}", kind="ae", name=ae,
-                roles=frozenset({peer.role}) if peer else frozenset(), address=address, door="dimse",
-            )
             if user_identity is None or user_identity.identity_type == 1:
                 return ae_principal
             if user_identity.identity_type == 5:
@@ -662,20 +669,24 @@ class IdentityService:
             return self._principal(tx.session, user, door="dimse", address=address,
                                    mfa_verified=pinned)
 
+    def _peer_refusal(self, peer: PeerSettings | None, cert_sha256: str | None,
+                      address: str | None) -> str:
+        """Why the association's peer is refused ("" when it is not)."""
+        if peer is None:
+            return "unknown calling AE title" if self.settings.dimse.reject_unknown_peers else ""
+        if peer.allowed_hosts and address not in peer.allowed_hosts:
+            return "calling AE from a host not allowed"
+        if peer.client_cert_sha256 and not (
+            cert_sha256 and hmac.compare_digest(peer.client_cert_sha256.lower(), cert_sha256.lower())
+        ):
+            return "client certificate does not match the pinned fingerprint"
+        return ""
+
     def _check_peer(
         self, tx: _Tx, ae: str, peer: PeerSettings | None, cert_sha256: str | None,
         address: str | None,
     ) -> DicomVaultError | None:
-        reason = ""
-        if peer is None:
-            if self.settings.dimse.reject_unknown_peers:
-                reason = "unknown calling AE title"
-        elif peer.allowed_hosts and address not in peer.allowed_hosts:
-            reason = "calling AE from a host not allowed"
-        elif peer.client_cert_sha256 and not (
-            cert_sha256 and hmac.compare_digest(peer.client_cert_sha256.lower(), cert_sha256.lower())
-        ):
-            reason = "client certificate does not match the pinned fingerprint"
+        reason = self._peer_refusal(peer, cert_sha256, address)
         if not reason:
             return None
         tx.events.append(user_authentication_event(
