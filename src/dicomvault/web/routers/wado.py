@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from dicomvault.access.principal import Principal
 from dicomvault.dicomjson import dataset_to_json, render_stored_metadata, resolve_bulk_path
@@ -60,13 +62,41 @@ def _locate(services: Services, principal: Principal, request: Request, level: s
                                    purpose=client_address(request) or "dicomweb")
 
 
-def _instances_body(services: Services, principal: Principal, refs: list[InstanceRef], target: str,
-                    boundary: str, destination: str) -> Iterator[bytes]:
-    """multipart/related body of PS3.10 objects; audits the transfer when done (or cut short)."""
-    sent = 0
+class _Transfer:
+    """A multipart retrieve's progress and its closing "Instances Transferred" record (110104).
+
+    The record is written once: after the response has gone out (a background
+    task, so a keep-alive client's next request does not wait for its commit),
+    or at once if sending fails.  The access itself was recorded before any
+    data left ("Begin Transferring", written by ``locate``).
+    """
+
+    def __init__(self, services: Services, principal: Principal, refs: list[InstanceRef],
+                 destination: str) -> None:
+        self._services = services
+        self._principal = principal
+        self._refs = refs
+        self._destination = destination
+        self._lock = threading.Lock()
+        self._recorded = False
+        self.sent = 0
+
+    def record(self) -> None:
+        with self._lock:
+            if self._recorded:
+                return
+            self._recorded = True
+        refs = self._refs
+        self._services.archive.record_transfer(self._principal, refs[:self.sent], door="dicomweb",
+                                               destination=self._destination,
+                                               failed=len(refs) - self.sent)
+
+
+def _instances_body(services: Services, refs: list[InstanceRef], target: str, boundary: str,
+                    transfer: _Transfer) -> Iterator[bytes]:
+    """multipart/related body of PS3.10 objects, counting what was sent in ``transfer``."""
 
     def parts() -> Iterator[tuple[str, Iterable[bytes], dict[str, str] | None]]:
-        nonlocal sent
         for ref in refs:
             if target == ANY_TS or target == ref.transfer_syntax_uid:
                 content: Iterable[bytes] = services.archive.stream_part10(ref)
@@ -75,13 +105,13 @@ def _instances_body(services: Services, principal: Principal, refs: list[Instanc
                 content = [transcode.to_explicit_le(services.archive.read_part10(ref))]
                 ts = EXPLICIT_LE
             yield _part_type(ts), content, None
-            sent += 1
+            transfer.sent += 1
 
     try:
         yield from write_parts(boundary, parts())
-    finally:
-        services.archive.record_transfer(principal, refs[:sent], door="dicomweb", destination=destination,
-                                         failed=len(refs) - sent)
+    except BaseException:
+        transfer.record()  # cut short: no background task will run
+        raise
 
 
 def _retrieve(request: Request, services: Services, principal: Principal, level: str,
@@ -89,18 +119,19 @@ def _retrieve(request: Request, services: Services, principal: Principal, level:
     refs = _locate(services, principal, request, level, study, series, sop)
     target = negotiate_dicom(request.headers.get("accept"), {r.transfer_syntax_uid for r in refs})
     boundary = new_boundary()
-    body = _instances_body(services, principal, refs, target, boundary,
-                           client_address(request) or "dicomweb")
+    transfer = _Transfer(services, principal, refs, client_address(request) or "dicomweb")
+    body = _instances_body(services, refs, target, boundary, transfer)
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
     if target != ANY_TS:
         media += f"; transfer-syntax={target}"
     headers = {}
     if all(target in (ANY_TS, ref.transfer_syntax_uid) for ref in refs):
         # Sent as stored: the length is known, so the client has the whole body
-        # without waiting for the closing chunk (written after the final audit record).
+        # without waiting for the closing chunk.
         headers["Content-Length"] = str(multipart_length(boundary, [
             (_part_type(ref.transfer_syntax_uid), ref.size, None) for ref in refs]))
-    return StreamingResponse(body, media_type=media, headers=headers)
+    return StreamingResponse(body, media_type=media, headers=headers,
+                             background=BackgroundTask(transfer.record))
 
 
 def _part_type(transfer_syntax: str) -> str:
