@@ -39,8 +39,8 @@ from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from dicomvault.audit.chain import Appended
@@ -70,6 +70,17 @@ SECURITY_ALERT = "110113"
 USER_AUTHENTICATION = "110114"
 #: Retrieval-like records counted by the bulk rule: (event code, action).
 _BULK = (("110104", "R"), ("110106", "R"), ("110106", "E"))
+# Built once (this rule runs on every retrieve). User, action and code narrow the
+# (user, action, code, time) index to this rule's records in the window (stores share
+# code 110104 with retrieves: the action tells them apart).
+_BULK_TOTAL = select(func.coalesce(func.sum(AuditRecord.instance_count), 0)).where(
+    AuditRecord.user_id == bindparam("b_user"),
+    AuditRecord.action.in_(sorted({a for _, a in _BULK})),
+    AuditRecord.event_code.in_(sorted({c for c, _ in _BULK})),
+    AuditRecord.event_time > bindparam("b_since"),
+    or_(*[(AuditRecord.event_code == c) & (AuditRecord.action == a) for c, a in _BULK]),
+    AuditRecord.outcome == 0,
+)
 #: Records that touch PHI for the outside-hours rule.
 _PHI_ACCESS = {"110102", "110103", "110104", "110106", "110112"}
 _NOTIFY_CAUSES = {
@@ -265,13 +276,8 @@ class AlertEngine:
               address: str | None) -> list[AuditEvent]:
         window = self.settings.bulk_retrieve_window_seconds
         since = now - timedelta(seconds=window)
-        kinds = or_(*[(AuditRecord.event_code == c) & (AuditRecord.action == a) for c, a in _BULK])
-        # user, action and code narrow the (user, action, code, time) index to this rule's
-        # records in the window (stores share code 110104 with retrieves: action tells them apart)
-        actions, codes = sorted({a for _, a in _BULK}), sorted({c for c, _ in _BULK})
-        total = session.scalar(select(func.coalesce(func.sum(AuditRecord.instance_count), 0)).where(
-            AuditRecord.user_id == user, AuditRecord.action.in_(actions), AuditRecord.event_code.in_(codes),
-            AuditRecord.event_time > since, kinds, AuditRecord.outcome == 0)) or 0
+        total = session.connection().execute(
+            _BULK_TOTAL, {"b_user": user, "b_since": since}).scalar() or 0
         if total <= self.settings.bulk_retrieve_threshold:
             return []
         return self._fire(session, "bulk_retrieval", user, now, window, EventType.BULK_RETRIEVAL,
