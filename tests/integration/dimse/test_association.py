@@ -221,3 +221,37 @@ def test_user_identity_negotiation(door, calling, user, role, good, accepted):
     else:
         rj = assoc.acceptor.primitive
         assert (rj.result, rj.result_source, rj.diagnostic) == (1, 1, 1)
+
+
+def test_gate_admits_a_known_peer_while_another_writer_holds_the_index(door):
+    """The peer check only reads: a write transaction elsewhere (an ingest batch, a long
+    admin change) does not hold up the identity decision for a new association."""
+    import threading
+
+    from sqlalchemy import text
+
+    identity = door.services.identity
+    with door.services.engine.connect() as writer:
+        writer.begin()  # SQLite: the writers' lock file, then BEGIN IMMEDIATE
+        writer.execute(text("UPDATE access_dicom_peers SET port = port WHERE 0"))
+        result: list[object] = []
+        worker = threading.Thread(
+            target=lambda: result.append(identity.principal_from_dimse("SCU", None, None,
+                                                                       "127.0.0.1")),
+            daemon=True)
+        worker.start()
+        worker.join(timeout=5)
+        admitted_while_locked = bool(result)
+        writer.rollback()
+    worker.join(timeout=70)
+    assert admitted_while_locked, "the gate waited for another writer"
+    assert result[0].id == "ae:SCU" and result[0].door == "dimse"
+    # a refusal still writes its audit record (in a write transaction of its own)
+    from dicomvault.errors import NotAuthenticatedError
+
+    with pytest.raises(NotAuthenticatedError):
+        identity.principal_from_dimse("INTRUDER", None, None, "127.0.0.9")
+    with door.services.read_factory() as s:
+        refusals = list(s.execute(select(AuditRecord).where(
+            AuditRecord.address == "127.0.0.9")).scalars())
+    assert len(refusals) == 1 and refusals[0].outcome != 0
