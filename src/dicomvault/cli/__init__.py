@@ -47,7 +47,10 @@ def init(config: ConfigOption = None,
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """Run the DIMSE (TLS) and HTTPS listeners until SIGTERM/SIGINT."""
+    from dicomvault.allocator import keep_large_blocks
     from dicomvault.cli.runtime import run_server
+
+    keep_large_blocks()
 
     settings = settings_from(config)
     try:

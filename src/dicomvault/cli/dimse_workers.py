@@ -122,6 +122,9 @@ def main() -> None:
     """Worker entry point: serve DIMSE on the inherited sockets until SIGTERM."""
     parent = os.getppid()
     _die_with_parent(parent)
+    from dicomvault.allocator import keep_large_blocks
+
+    keep_large_blocks()
     # The pipe from our own parent, which wrote it (same user, never the network).
     settings, environ, fds = pickle.load(sys.stdin.buffer)  # noqa: S301
     from dicomvault.dimse.server import DimseServer

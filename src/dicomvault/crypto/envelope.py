@@ -52,11 +52,18 @@ def _chunk_aad(header: bytes, aad: bytes, index: int, final: bool) -> bytes:
 def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes | memoryview]:
     """Pieces of exactly ``size`` bytes (the last one shorter, possibly empty).
 
-    Whole chunks inside a large piece are yielded as zero-copy views.
+    Whole chunks inside a large piece, and a tail that needs no joining, are
+    yielded as zero-copy views: an instance is usually one piece shorter than
+    a chunk, and copying half a megabyte into fresh memory costs more than
+    encrypting it.
     """
     buf = bytearray()
+    tail: memoryview | None = None
     for piece in chunks:
         view = memoryview(piece)
+        if tail is not None:
+            buf += tail
+            tail = None
         if buf:
             take = min(size - len(buf), len(view))
             buf += view[:take]
@@ -67,8 +74,11 @@ def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes | memoryview]
         while len(view) >= size:
             yield view[:size]
             view = view[size:]
-        buf += view
-    yield bytes(buf)
+        if buf:
+            buf += view
+        else:
+            tail = view
+    yield tail if tail is not None else bytes(buf)
 
 
 def encrypt_stream(

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import socket
 import ssl
@@ -28,6 +29,7 @@ from pynetdicom.acse import ACSE
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target  # noqa: F401  (re-exported for server.py)
 
@@ -244,9 +246,7 @@ class GatedRequestHandler(RequestHandler):
         assoc.acceptor.address_info = self.local
         assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
         assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
-        from copy import deepcopy
-
-        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
+        assoc.acceptor.supported_contexts = copy_contexts(self.server.contexts)
         assoc.requestor.address_info = self.remote
         for event in self.server._handlers:
             if event.is_intervention and self.server._handlers[event]:
@@ -255,6 +255,22 @@ class GatedRequestHandler(RequestHandler):
                 for handler in self.server._handlers[event]:
                     assoc.bind(event, handler[0], handler[1])  # type: ignore[index]
         return assoc
+
+
+def copy_contexts(contexts: list[PresentationContext]) -> list[PresentationContext]:
+    """Independent copies of the server's presentation contexts for one association.
+
+    pynetdicom deep-copies them, which re-validates every UID (about 130 ms
+    per association for the storage SOP classes); the attributes are
+    immutable values apart from the transfer syntax list, so a shallow copy
+    with its own list is as independent.
+    """
+    copies = []
+    for context in contexts:
+        twin = copy.copy(context)
+        twin._transfer_syntax = list(context._transfer_syntax)
+        copies.append(twin)
+    return copies
 
 
 class GatedServer(ThreadedAssociationServer):

@@ -37,7 +37,11 @@ class _FileWriter:
         self._key = key
 
     def write(self, data: bytes) -> int:
-        self._fh.write(data)
+        # The file is unbuffered (callers write whole encrypted chunks): a raw
+        # write may be partial, so loop until every byte is written.
+        view = memoryview(data)
+        while view:
+            view = view[self._fh.write(view) or 0:]
         self._hash.update(data)
         self._size += len(data)
         return len(data)
@@ -67,10 +71,9 @@ class FilesystemBlobStore:
         tmp = final.with_name(f".{final.name}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb", buffering=1 << 20) as fh:
+            with os.fdopen(fd, "wb", buffering=0) as fh:
                 writer = _FileWriter(fh, key)
                 yield writer
-                fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
             _fsync_dir(final.parent)

@@ -113,6 +113,26 @@ def test_envelope_streams_large_object_in_bounded_memory():
     assert peak < (64 << 20) + (16 << 20)
 
 
+@pytest.mark.parametrize("sizes", [
+    [0], [5], [64], [10, 54], [63, 1], [64, 64], [30, 0, 50, 100, 7], [200], [1] * 130, [64, 3, 61],
+])
+def test_envelope_chunks_do_not_depend_on_how_the_plaintext_is_split(sizes: list[int]):
+    """Pieces of any size (shorter than a chunk, spanning chunks, empty) give the same
+    chunk layout as the joined plaintext, and decrypt to it."""
+    dek = DataKey.generate()
+    data = os.urandom(sum(sizes))
+    pieces, at = [], 0
+    for size in sizes:
+        pieces.append(data[at:at + size])
+        at += size
+    split, joined = io.BytesIO(), io.BytesIO()
+    n_split = envelope.encrypt_stream(dek, b"1.2.3", pieces, split.write, chunk_size=64)
+    n_joined = envelope.encrypt_stream(dek, b"1.2.3", [data], joined.write, chunk_size=64)
+    assert n_split == n_joined == len(split.getvalue()) == len(joined.getvalue())
+    split.seek(0)
+    assert b"".join(envelope.decrypt_stream(dek, b"1.2.3", split)) == data
+
+
 def test_same_plaintext_encrypts_differently():
     dek = DataKey.generate()
     assert envelope.encrypt_bytes(dek, b"u", b"x" * 100) != envelope.encrypt_bytes(dek, b"u", b"x" * 100)
