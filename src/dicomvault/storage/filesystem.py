@@ -57,19 +57,31 @@ class FilesystemBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._real_root = self.root.resolve()
+        #: Folders known to exist (created by this process or seen): skip their mkdir.
+        self._folders: set[Path] = set()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / check_key(key)).resolve()
-        if self.root.resolve() not in path.parents:
+        # check_key admits only relative names whose parts start with a letter or
+        # digit (no "..", no absolute path), so the joined path stays under the
+        # root without resolving it on every call (one lstat per component).
+        path = self._real_root / check_key(key)
+        if self._real_root not in path.parents:
             raise NotFoundError("blob not found")
         return path
 
     @contextmanager
     def write(self, key: str) -> Iterator[_FileWriter]:
         final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if final.parent not in self._folders:
+            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._folders.add(final.parent)
         tmp = final.with_name(f".{final.name}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # the folder was removed behind our back
+            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb", buffering=0) as fh:
                 writer = _FileWriter(fh, key)
