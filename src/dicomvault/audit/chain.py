@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 GENESIS = bytes(32)
 #: Advisory lock id for the chain head on PostgreSQL ("DVAUDIT" as an int64).
 AUDIT_LOCK_KEY = 0x4456_4155_4449_54
+#: Longest an ``append_soon`` record waits for a transaction to join (seconds).
+DEFERRED_DELAY = 0.05
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,33 @@ class AuditTrail:
             self.metrics.audit_appended(events, time.perf_counter() - start)
         return seqs
 
+    def append_soon(self, events: Sequence[AuditEvent], delay: float = DEFERRED_DELAY) -> None:
+        """Append without waiting for the commit: the records join the next append's
+        transaction, or commit within ``delay`` seconds, whichever comes first.
+
+        Only for a record whose subject was already recorded durably (the closing
+        "Instances Transferred" of a retrieve whose "Begin Transferring" was
+        committed before any data left): a crash within ``delay`` can lose it.
+        Reading the trail through this class (``head``, ``get``, ``verify``, the
+        audit search) commits such records first.
+        """
+        if not events:
+            return
+        start = time.perf_counter()
+        pending = [(e, seal_event(e, self._dek_lookup, self.node_id)) for e in events]
+        self._committer.defer(lambda session: self._append_sealed(session, pending), delay)
+        if self.metrics is not None:
+            self.metrics.audit_appended(events, time.perf_counter() - start)
+
+    def flush(self) -> None:
+        """Commit the records ``append_soon`` queued (at shutdown, before reading the trail)."""
+        try:
+            self._committer.flush()
+        except DicomVaultError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise UnavailableError("audit trail unavailable") from exc
+
     def _group_commit(self, pending: list[tuple[AuditEvent, dict[str, Any]]]) -> list[int]:
         try:
             return self._committer.run(lambda session: self._append_sealed(session, pending))
@@ -243,11 +272,13 @@ class AuditTrail:
         return decode(record.seq, record.body, self._dek_lookup)
 
     def get(self, seq: int) -> StoredRecord | None:
+        self.flush()
         with unit_of_work(self._factory) as session:
             row = session.get(AuditRecord, seq)
             return None if row is None else self.decode(row)
 
     def head(self) -> tuple[int, bytes]:
+        self.flush()
         with unit_of_work(self._factory) as session:
             return read_head(session)
 
@@ -257,6 +288,7 @@ class AuditTrail:
         """Sign the current head now (Ed25519) and export it; called at shutdown too."""
         from dicomvault.audit.checkpoint import CheckpointService
 
+        self.flush()
         return CheckpointService(self._factory, self._keyring, node_id=self.node_id,
                                  export_dir=self.checkpoint_export_dir).emit()
 
@@ -266,6 +298,7 @@ class AuditTrail:
         On failure a Security Alert is appended and the alert sinks notified."""
         from dicomvault.audit.verify import verify_chain
 
+        self.flush()
         report = verify_chain(self._factory, self._keyring,
                               export_dir=export_dir or self.checkpoint_export_dir)
         if not report.ok and raise_alert:

@@ -161,6 +161,7 @@ class AuditQueryService:
         """Records matching ``f`` in chain order (keyset paging with ``after_seq``)."""
         detail = f.describe()
         self._authorize(principal, "search", detail)
+        self._trail.flush()
         with unit_of_work(self._trail.session_factory) as s:
             rows = self._rows(s, f)
         self._log_used(principal, "search", detail, Outcome.SUCCESS)
@@ -181,6 +182,7 @@ class AuditQueryService:
         f = AuditFilter(since=since, until=until, patient_key_id=patient_key_id, limit=MAX_LIMIT)
         detail = json.dumps({"disclosures": patient_key_id}).encode()
         self._authorize(principal, "disclosures", detail)
+        self._trail.flush()
         out: list[Disclosure] = []
         with unit_of_work(self._trail.session_factory) as s:
             while True:

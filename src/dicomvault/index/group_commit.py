@@ -11,17 +11,27 @@ caller returns only after the commit that holds its work, or raises.
 that fails rolls back alone and its caller gets its own error while the
 others commit.  A lone unit runs without a savepoint (nothing to isolate it
 from).  If the commit itself fails, every caller of the batch gets that error.
+
+``defer`` queues a unit without waiting for it: it commits with the next
+caller's batch, or by a flusher thread after ``delay`` seconds, whichever
+comes first; ``flush`` commits everything queued so far.  Only for work
+whose loss in a crash within that delay is acceptable (the closing record
+of a retrieve whose start was already recorded synchronously).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+
+LOG = logging.getLogger(__name__)
 
 
 class _Unit(Generic[T]):
@@ -52,6 +62,9 @@ class GroupCommitter:
         self._cv = threading.Condition()
         self._queue: list[_Unit[Any]] = []
         self._leader = False
+        self._deferred: list[_Unit[Any]] = []
+        self._flusher: threading.Thread | None = None
+        self._delay = 0.0
 
     def run(self, work: Callable[[Session], T]) -> T:
         """Run ``work(session)`` in a transaction; return its value once committed."""
@@ -76,6 +89,51 @@ class GroupCommitter:
                 self._leader = False
                 self._cv.notify_all()
         return unit.outcome()
+
+    def defer(self, work: Callable[[Session], object], delay: float = 0.05) -> None:
+        """Queue ``work`` to commit within ``delay`` seconds (or sooner, with the next batch);
+        do not wait.  A failure is logged: nobody is waiting for it."""
+        unit: _Unit[Any] = _Unit(work)
+        with self._cv:
+            self._queue.append(unit)
+            self._deferred.append(unit)
+            self._delay = delay
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, name="dv-group-commit-flush",
+                                                 daemon=True)
+                self._flusher.start()
+            self._cv.notify_all()
+
+    def flush(self) -> None:
+        """Commit every unit queued so far, deferred ones included (FIFO: an empty unit
+        queued after them is done only once they are)."""
+        with self._cv:
+            pending = any(not unit.done for unit in self._deferred)
+        try:
+            if pending:
+                self.run(lambda _session: None)
+        finally:
+            self._report_deferred()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._deferred:
+                    self._cv.wait()
+                delay = self._delay
+            time.sleep(delay)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - reported per unit below; the loop must go on
+                LOG.exception("deferred commit failed")
+
+    def _report_deferred(self) -> None:
+        with self._cv:
+            done = [unit for unit in self._deferred if unit.done]
+            self._deferred = [unit for unit in self._deferred if not unit.done]
+        for unit in done:
+            if unit.error is not None:
+                LOG.error("deferred unit of work was not committed: %r", unit.error)
 
     def _commit(self, batch: list[_Unit[Any]]) -> None:
         try:

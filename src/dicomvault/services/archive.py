@@ -87,9 +87,9 @@ class ArchiveService:
         return self._retriever.stream_part10(ref)
 
     def record_transfer(self, principal: Principal, refs: list[InstanceRef], *, door: str,
-                        destination: str, failed: int = 0) -> None:
+                        destination: str, failed: int = 0, wait: bool = True) -> None:
         self._retriever.record_transfer(principal, refs, door=door, destination=destination,
-                                        failed=failed)
+                                        failed=failed, wait=wait)
 
     def patient_key_ids(self, patient_id: str) -> list[str]:
         """Patient key ids whose Patient ID equals ``patient_id`` (through the blind index).

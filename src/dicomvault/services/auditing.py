@@ -20,6 +20,8 @@ class AuditSink(Protocol):
 
     def append(self, events: Sequence[ev.AuditEvent], session: Session | None = None) -> list[int]: ...
 
+    def append_soon(self, events: Sequence[ev.AuditEvent]) -> None: ...
+
 
 def actor(principal: Principal, *, source: bool) -> list[ev.ActiveParticipant]:
     """The requesting principal plus the archive, with source/destination roles (PS3.15 A.5.3)."""

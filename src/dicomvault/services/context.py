@@ -48,7 +48,10 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
-        self.engine.dispose()
+        try:
+            self.audit.flush()  # records queued by append_soon
+        finally:
+            self.engine.dispose()
 
 
 def _discard(_value: object) -> None:

@@ -189,11 +189,20 @@ class Retriever:
         return split_part10(self.read_part10(ref))
 
     def record_transfer(self, principal: Principal, refs: list[InstanceRef], *, door: str,
-                        destination: str, failed: int = 0) -> None:
-        """Audit "DICOM Instances Transferred" (110104, action R) after sending."""
+                        destination: str, failed: int = 0, wait: bool = True) -> None:
+        """Audit "DICOM Instances Transferred" (110104, action R) after sending.
+
+        ``wait=False``: the record joins the next audit commit (or commits within
+        ``audit.chain.DEFERRED_DELAY``) instead of committing on its own; the
+        access itself was recorded durably by ``locate`` before any data left.
+        """
         outcome = ev.Outcome.SUCCESS if failed == 0 else ev.Outcome.MINOR_FAILURE
-        self._audit.append([self._transfer_event(principal, door, refs, ev.EventId.INSTANCES_TRANSFERRED,
-                                                 destination, outcome, failed=failed)])
+        event = self._transfer_event(principal, door, refs, ev.EventId.INSTANCES_TRANSFERRED,
+                                     destination, outcome, failed=failed)
+        if wait:
+            self._audit.append([event])
+        else:
+            self._audit.append_soon([event])
 
     def _wrapped(self, key_id: str) -> str | None:
         with self._factory() as s:

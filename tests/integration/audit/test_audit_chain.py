@@ -288,3 +288,34 @@ def test_group_commit_returns_each_callers_own_seqs(trail: AuditTrail) -> None:
         for seq in seqs:
             rec = trail.get(seq)
             assert rec.objects[0].patient_id in {f"PID-{w * 10 + i}" for i in range(3)}
+
+
+def test_append_soon_joins_the_next_append_and_reads_see_it(trail: AuditTrail) -> None:
+    """A record queued with append_soon is not committed on its own; the next append
+    commits it first (chain order), and reading the trail commits it too."""
+    trail.append_soon([access_event(1)], delay=60)
+    with unit_of_work(trail.session_factory) as s:
+        assert s.scalars(select(AuditRecord.seq)).all() == []
+    assert trail.append([login_event(True)]) == [2]
+    assert trail.get(1).objects[0].patient_id == "PID-1"
+    trail.append_soon([access_event(3)], delay=60)
+    assert trail.head()[0] == 3  # head() flushes first
+    assert trail.verify().ok
+
+
+def test_append_soon_commits_by_itself_and_on_close(trail: AuditTrail) -> None:
+    import time
+
+    trail.append_soon([access_event(1)], delay=0.05)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with unit_of_work(trail.session_factory) as s:
+            if s.scalars(select(AuditRecord.seq)).all() == [1]:
+                break
+        time.sleep(0.02)
+    with unit_of_work(trail.session_factory) as s:
+        assert s.scalars(select(AuditRecord.seq)).all() == [1]
+    trail.append_soon([access_event(2)], delay=60)
+    trail.flush()
+    with unit_of_work(trail.session_factory) as s:
+        assert s.scalars(select(AuditRecord.seq)).all() == [1, 2]

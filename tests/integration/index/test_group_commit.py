@@ -135,3 +135,50 @@ def test_a_failed_commit_fails_every_caller_of_the_batch(factory) -> None:
     assert _names(factory) == set()
     assert committer.run(_add("after")) == "after"  # the committer goes on
     assert _names(factory) == {"after"}
+
+
+def test_deferred_work_is_not_committed_until_flushed(factory) -> None:
+    committer = GroupCommitter(factory)
+    committer.defer(_add("later"), delay=60)
+    assert _names(factory) == set()
+    committer.flush()
+    assert _names(factory) == {"later"}
+    committer.flush()  # nothing queued: no error, nothing new
+    assert _names(factory) == {"later"}
+
+
+def test_deferred_work_joins_the_next_callers_commit_in_order(factory) -> None:
+    committer = GroupCommitter(factory)
+    order: list[str] = []
+
+    def step(name: str):
+        def work(session: Session) -> str:
+            order.append(name)
+            return _add(name)(session)
+        return work
+
+    committer.defer(step("deferred"), delay=60)
+    assert committer.run(step("now")) == "now"
+    assert order == ["deferred", "now"]
+    assert _names(factory) == {"deferred", "now"}
+
+
+def test_deferred_work_commits_by_itself_within_its_delay(factory) -> None:
+    import time
+
+    committer = GroupCommitter(factory)
+    committer.defer(_add("alone"), delay=0.05)
+    deadline = time.monotonic() + 10
+    while "alone" not in _names(factory) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _names(factory) == {"alone"}
+
+
+def test_a_failed_deferred_unit_is_logged_and_does_not_block_later_work(factory, caplog) -> None:
+    committer = GroupCommitter(factory)
+    committer.run(_add("taken"))
+    committer.defer(_add("taken"), delay=60)  # unique violation when it commits
+    committer.flush()
+    assert "deferred unit of work was not committed" in caplog.text
+    assert committer.run(_add("after")) == "after"
+    assert _names(factory) == {"taken", "after"}

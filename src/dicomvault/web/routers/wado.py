@@ -66,8 +66,8 @@ class _Transfer:
     """A multipart retrieve's progress and its closing "Instances Transferred" record (110104).
 
     The record is written once: after the response has gone out (a background
-    task, so a keep-alive client's next request does not wait for its commit),
-    or at once if sending fails.  The access itself was recorded before any
+    task), or at once if sending fails; it is queued rather than committed on
+    its own (``AuditTrail.append_soon``).  The access itself was recorded before any
     data left ("Begin Transferring", written by ``locate``).
     """
 
@@ -87,9 +87,12 @@ class _Transfer:
                 return
             self._recorded = True
         refs = self._refs
+        # Not waiting for its own commit: it joins the next audit transaction (often
+        # the next request's "Begin Transferring"), so a client retrieving instance by
+        # instance pays one audit commit per request, not two.
         self._services.archive.record_transfer(self._principal, refs[:self.sent], door="dicomweb",
                                                destination=self._destination,
-                                               failed=len(refs) - self.sent)
+                                               failed=len(refs) - self.sent, wait=False)
 
 
 def _instances_body(services: Services, refs: list[InstanceRef], target: str, boundary: str,
