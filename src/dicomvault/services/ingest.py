@@ -184,8 +184,7 @@ class Ingestor:
         patient, existing = self._look_up(parsed)
         patient_id, key_id, dek = patient
         # The durable blob write (mostly fsync wait, GIL released) runs beside the
-        # rest of the work, the index statements included; the transaction
-        # commits only once the blob is durable.
+        # rest of the preparation (content MAC, metadata, audit event).
         blob_key = f"{uuid.uuid4().hex[:2]}/{uuid.uuid4().hex}.dvb"
         pending = self._blob_writer.submit(self._write_blob, blob_key, parsed, key_id, dek)
         try:
@@ -218,6 +217,10 @@ class Ingestor:
                 blob=pending,
                 event=self._import_event(principal, door, parsed, ev.Outcome.SUCCESS, "", key_id=key_id),
             )
+            # The blob must be durable before the row naming it commits; waiting here,
+            # not inside the transaction, keeps the index's write lock (shared by every
+            # door and worker process) free while the fsync runs.
+            pending.result()
             status = self._commit_with_retry(parsed, (patient_id, key_id, dek), row, collection)
         except BaseException:
             self._discard(pending)
@@ -362,7 +365,7 @@ class Ingestor:
             conn.execute(_COUNT_IN_SERIES, {"b_id": series_id})
             conn.execute(_COUNT_IN_STUDY, {"b_id": study_id, "b_now": utcnow()})
         self._audit.append([event], session=s)
-        # Last: the blob must be durable before the row that names it commits.
+        # The blob is durable by now (ingest waited for it before the transaction).
         values = dict(row.values, blob_sha256=row.blob.result().blob_sha256)
         if existing is not None:
             conn.execute(_REPLACE_INSTANCE, dict(values, b_id=existing.id))
