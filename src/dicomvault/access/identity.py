@@ -28,15 +28,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from argon2 import PasswordHasher
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Engine, and_, bindparam, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomvault.access.lockout import LoginThrottledError, LoginThrottler
 from dicomvault.access.mfa import Enrolment, MfaService
 from dicomvault.access.models import (
+    ApiToken,
     BreakGlassGrant,
     CareTeamAssignment,
     DicomPeer,
@@ -94,7 +95,19 @@ ASSIGNABLE_ROLES = frozenset(ROLE_PERMISSIONS) - {"system"}
 _BREAK_GLASS_AAD = "dicomvault/break-glass/"
 _INVALID_LOGIN = "invalid username or password"
 # Prebuilt statements of the per-request bearer path.
-_TOKEN_USER = select(User.username, User.roles, User.enabled).where(User.id == bindparam("b_id"))
+# A personal token, its user and the user's active break-glass grants in one statement
+# (one row per grant, or one row without a grant).
+_BEARER_PERSONAL = (
+    select(ApiToken.id, ApiToken.user_id, ApiToken.scopes, ApiToken.expires_at, ApiToken.revoked_at,
+           ApiToken.last_used_at, User.username, User.roles, User.enabled,
+           BreakGlassGrant.study_uid.label("grant_study_uid"),
+           BreakGlassGrant.expires_at.label("grant_expires_at"))
+    .select_from(ApiToken)
+    .join(User, User.id == ApiToken.user_id)
+    .outerjoin(BreakGlassGrant, and_(BreakGlassGrant.user_id == ApiToken.user_id,
+                                     BreakGlassGrant.expires_at > bindparam("b_now")))
+    .where(ApiToken.token_hash == bindparam("b_hash"))
+)
 _ACTIVE_GRANTS = select(BreakGlassGrant.study_uid, BreakGlassGrant.expires_at).where(
     BreakGlassGrant.user_id == bindparam("b_user"), BreakGlassGrant.expires_at > bindparam("b_now"))
 
@@ -556,27 +569,35 @@ class IdentityService:
     def _bearer_read_only(self, token: str, address: str | None, door: str) -> Principal | None:
         """The no-write fast path; ``None`` sends the caller to the audited write path."""
         assert self._read_factory is not None
+        if token.startswith("dv_"):
+            return self._personal_read_only(token, address, door)
         with self._read_factory() as session:
             try:
-                if token.startswith("dv_"):
-                    ident = self.tokens.verify_personal(session, token, touch=False)
-                    last = ident.last_used_at
-                    if last is None or self._clock() - last > TOUCH_INTERVAL:
-                        return None
-                else:
-                    ident = self.tokens.verify_jwt(session, token)
+                ident = self.tokens.verify_jwt(session, token)
             except NotAuthenticatedError:
                 return None  # refused on the write path, where the refusal is audited
-            if ident.kind == "personal":
-                user = session.connection().execute(_TOKEN_USER, {"b_id": ident.subject}).first()
-                if user is None or not user.enabled:
-                    return None
-                return Principal(
-                    id=ident.subject, kind="token", name=user.username, roles=split_set(user.roles),
-                    address=address, scopes=ident.scopes, door=door,
-                    break_glass=self._active_grants(session, ident.subject))
-            return Principal(id=f"client:{ident.subject}", kind="token", name=ident.subject,
-                             roles=ident.roles, address=address, scopes=ident.scopes, door=door)
+        return Principal(id=f"client:{ident.subject}", kind="token", name=ident.subject,
+                         roles=ident.roles, address=address, scopes=ident.scopes, door=door)
+
+    def _personal_read_only(self, token: str, address: str | None, door: str) -> Principal | None:
+        """A ``dv_`` token in one read on a plain connection (every API request runs this)."""
+        assert self._read_factory is not None
+        now = self._clock()
+        try:
+            digest = self.tokens.personal_digest(token)
+            with cast(Engine, self._read_factory.kw["bind"]).connect() as conn:
+                rows = conn.execute(_BEARER_PERSONAL, {"b_hash": digest, "b_now": now}).all()
+            ident = self.tokens.personal_identity(rows[0] if rows else None, now)
+        except NotAuthenticatedError:
+            return None  # refused on the write path, where the refusal is audited
+        last = ident.last_used_at
+        user = rows[0]
+        if last is None or now - last > TOUCH_INTERVAL or not user.enabled:
+            return None  # the write path records the use, or refuses the disabled account
+        grants = tuple((row.grant_study_uid, row.grant_expires_at) for row in rows
+                       if row.grant_study_uid is not None)
+        return Principal(id=ident.subject, kind="token", name=user.username, roles=split_set(user.roles),
+                         address=address, scopes=ident.scopes, door=door, break_glass=grants)
 
     def _bearer_principal(
         self, tx: _Tx, ident: TokenIdentity, address: str | None, door: str

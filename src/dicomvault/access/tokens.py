@@ -138,23 +138,34 @@ class TokenService:
 
         ``touch`` records the use (at most once a minute); pass False in read-only sessions.
         """
-        if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
-            raise NotAuthenticatedError("invalid token", code="token-invalid")
         # Prebuilt Core statements: every bearer request runs this.
         conn = session.connection()
-        row = conn.execute(_PERSONAL_BY_DIGEST, {"b_hash": self._digest("api-token", token)}).first()
+        row = conn.execute(_PERSONAL_BY_DIGEST, {"b_hash": self.personal_digest(token)}).first()
+        now = self._clock()
+        ident = self.personal_identity(row, now)
+        last_used = ident.last_used_at
+        if touch and (last_used is None or now - last_used > TOUCH_INTERVAL):
+            conn.execute(_TOUCH_PERSONAL, {"b_id": ident.token_id, "b_now": now})
+        return ident
+
+    def personal_digest(self, token: str) -> str:
+        """The stored digest of a ``dv_`` token; refuses anything not shaped like one."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
+            raise NotAuthenticatedError("invalid token", code="token-invalid")
+        return self._digest("api-token", token)
+
+    @staticmethod
+    def personal_identity(row: Any, now: datetime) -> TokenIdentity:
+        """A looked-up token row (``id, user_id, scopes, expires_at, revoked_at,
+        last_used_at``; ``None`` when no token has the digest) → its identity, or refused."""
         if row is None:
             raise NotAuthenticatedError("invalid token", code="token-invalid")
-        now = self._clock()
         if row.revoked_at is not None:
             raise NotAuthenticatedError("token revoked", code="token-revoked")
         if now >= row.expires_at:
             raise NotAuthenticatedError("token expired", code="token-expired")
-        last_used = row.last_used_at
-        if touch and (last_used is None or now - last_used > TOUCH_INTERVAL):
-            conn.execute(_TOUCH_PERSONAL, {"b_id": row.id, "b_now": now})
         return TokenIdentity("personal", row.user_id, split_set(row.scopes), row.id,
-                             expires_at=row.expires_at, last_used_at=last_used)
+                             expires_at=row.expires_at, last_used_at=row.last_used_at)
 
     def revoke_personal(self, session: Session, token_id: str, user_id: str | None = None) -> bool:
         """Revoke a token (only the owner's when ``user_id`` is given)."""

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from dicomvault.access.models import ApiToken
 from dicomvault.access.permissions import STUDY_READ, STUDY_SEARCH, STUDY_WRITE
 from dicomvault.access.policy import Policy, Resource
+from dicomvault.access.principal import Principal
 from dicomvault.access.tokens import authorization_server_metadata
 from dicomvault.errors import ForbiddenError, InvalidInputError, NotAuthenticatedError
 
@@ -104,6 +105,35 @@ def test_disabled_user_token_refused(identity, operator, tech):
     identity.set_enabled(operator, "tech1", False)
     with pytest.raises(NotAuthenticatedError):
         identity.principal_from_bearer(issued.token)
+
+
+
+def test_disabled_user_token_refused_after_use(identity, operator, tech):
+    """The per-request read path (a token used within the last minute) refuses too."""
+    issued = identity.create_api_token(operator, "tech1", "viewer", {STUDY_READ})
+    assert identity.principal_from_bearer(issued.token)  # records the use: later calls take the read path
+    assert identity.principal_from_bearer(issued.token)
+    identity.set_enabled(operator, "tech1", False)
+    with pytest.raises(NotAuthenticatedError):
+        identity.principal_from_bearer(issued.token)
+
+
+def test_token_principal_carries_active_break_glass_grants(identity, operator, clock):
+    referring = make_user(identity, operator, clock, "ref1", {"referring"})
+    as_user = Principal(id=referring["user_id"], kind="user", name="ref1", roles=frozenset({"referring"}))
+    identity.break_glass(as_user, "1.2.3.4", "patient in the emergency room")
+    clock.advance(seconds=30)
+    identity.break_glass(as_user, "1.2.3.5", "second study of the same emergency")
+    issued = identity.create_api_token(operator, "ref1", "viewer", {STUDY_READ})
+    first = identity.principal_from_bearer(issued.token)  # write path (records the use)
+    again = identity.principal_from_bearer(issued.token)  # read path
+    for principal in (first, again):
+        assert sorted(uid for uid, _until in principal.break_glass) == ["1.2.3.4", "1.2.3.5"]
+    assert again.name == "ref1" and again.roles == frozenset({"referring"})
+    # The first grant ends before the second; a token use then carries only the live one.
+    clock.advance(minutes=identity.settings.security.break_glass_minutes, seconds=-10)
+    for _path in ("write", "read"):
+        assert [uid for uid, _ in identity.principal_from_bearer(issued.token).break_glass] == ["1.2.3.5"]
 
 
 # -- OAuth 2.0 client credentials -------------------------------------------------
