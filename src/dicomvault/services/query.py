@@ -153,62 +153,152 @@ def wildcard_match(pattern: str, value: str | None, *, case_insensitive: bool = 
     return bool(_wildcard_regex(pattern, case_insensitive).match(value))
 
 
-def _date_condition(column: Any, value: str, keyword: str) -> ColumnElement[bool]:
+#: One matching condition's shape, hashable (its values go to the statement's parameters):
+#: a kind and what selects the columns, e.g. ``("range", "StudyDate", True, False)``.
+_Shape = tuple[Any, ...]
+
+
+class _Plan:
+    """A query's conditions as shapes plus their values; statements are cached per shape,
+    so a repeated query form skips statement construction and cache-key generation."""
+
+    def __init__(self) -> None:
+        self.shapes: list[_Shape] = []
+        self.params: dict[str, Any] = {}
+
+    def add(self, shape: _Shape, *values: Any) -> None:
+        index = len(self.shapes)
+        self.shapes.append(shape)
+        for position, value in enumerate(values):
+            self.params[f"v{index}_{position}"] = value
+
+
+def _date_condition(plan: _Plan, keyword: str, value: str) -> None:
     value = value.replace(".", "")  # ACR-NEMA style dates
     if _DATE.match(value):
-        return column == value
+        plan.add(("eq", keyword), value)
+        return
     m = _DATE_RANGE.match(value)
     if not m or not (m.group(1) or m.group(2)):
         raise InvalidInputError(f"{keyword}: not a date or date range (YYYYMMDD[-YYYYMMDD])")
     lo, hi = m.group(1), m.group(2)
-    conds = []
-    if lo:
-        conds.append(column >= lo)
-    if hi:
-        conds.append(column <= hi)
-    return and_(*conds)
+    plan.add(("range", keyword, bool(lo), bool(hi)), *(v for v in (lo, hi) if v))
 
 
-def _time_condition(column: Any, value: str, keyword: str) -> ColumnElement[bool]:
+def _time_condition(plan: _Plan, keyword: str, value: str) -> None:
     value = value.replace(":", "")
     if "-" in value:
         lo, _, hi = value.partition("-")
         if (lo and not _TIME.match(lo)) or (hi and not _TIME.match(hi)) or not (lo or hi):
             raise InvalidInputError(f"{keyword}: not a time range")
-        conds = []
-        if lo:
-            conds.append(column >= lo)
         if hi:
-            conds.append(column <= hi + "999999"[: max(0, 13 - len(hi))])
-        return and_(*conds)
+            hi = hi + "999999"[: max(0, 13 - len(hi))]
+        plan.add(("range", keyword, bool(lo), bool(hi)), *(v for v in (lo, hi) if v))
+        return
     if not _TIME.match(value):
         raise InvalidInputError(f"{keyword}: not a time")
-    return column.like(value + "%")
+    plan.add(("like", keyword), value + "%")
 
 
 def _like(pattern: str) -> str:
     return pattern.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_")
 
 
-def _plain_condition(keyword: str, column: Any, kind: str, value: str) -> ColumnElement[bool]:
+def _plain_condition(plan: _Plan, keyword: str, kind: str, value: str) -> None:
     if kind == "uid":
         uids = [u.strip() for u in value.split("\\") if u.strip()]
         if not uids or any(len(u) > 64 or not re.match(r"^[0-9.]+$", u) for u in uids):
             raise InvalidInputError(f"{keyword}: not a UID list")
-        return column.in_(uids) if len(uids) > 1 else column == uids[0]
-    if kind == "date":
-        return _date_condition(column, value, keyword)
-    if kind == "time":
-        return _time_condition(column, value, keyword)
-    if kind == "int":
+        if len(uids) > 1:
+            plan.add(("in", keyword), uids)
+        else:
+            plan.add(("eq", keyword), uids[0])
+    elif kind == "date":
+        _date_condition(plan, keyword, value)
+    elif kind == "time":
+        _time_condition(plan, keyword, value)
+    elif kind == "int":
         try:
-            return column == int(value)
+            plan.add(("eq", keyword), int(value))
         except ValueError:
             raise InvalidInputError(f"{keyword}: not an integer") from None
-    values = [v for v in value.split("\\") if v]
-    conds = [column.like(_like(v), escape="\\") if ("*" in v or "?" in v) else column == v
-             for v in values]
-    return or_(*conds)
+    else:
+        values = [v for v in value.split("\\") if v]
+        wild = tuple("*" in v or "?" in v for v in values)
+        plan.add(("any", keyword, wild), *(_like(v) if w else v for v, w in zip(values, wild, strict=True)))
+
+
+_TOKEN_ROW = {"patient": Patient.id, "study": Study.id, "series": Series.id}
+
+
+def _condition(index: int, shape: _Shape, level: str) -> ColumnElement[bool]:
+    """The SQL of one condition shape; its values bind as ``v<index>_<position>``."""
+    def value(position: int = 0, expanding: bool = False) -> Any:
+        return bindparam(f"v{index}_{position}", expanding=expanding)
+
+    kind = shape[0]
+    column: Any = PLAIN[shape[1]][1] if kind in ("eq", "in", "range", "like", "any") else None
+    if kind == "eq":
+        return cast(ColumnElement[bool], column == value())
+    if kind == "in":
+        return cast(ColumnElement[bool], column.in_(value(expanding=True)))
+    if kind == "range":
+        conds, position = [], 0
+        if shape[2]:
+            conds.append(column >= value(position))
+            position += 1
+        if shape[3]:
+            conds.append(column <= value(position))
+        return and_(*conds)
+    if kind == "like":
+        return cast(ColumnElement[bool], column.like(value(), escape="\\"))
+    if kind == "any":
+        return or_(*[column.like(value(i), escape="\\") if wild else column == value(i)
+                     for i, wild in enumerate(shape[2])])
+    if kind == "modalities":
+        return exists().where(Series.study_id == Study.id,
+                              or_(*[Series.modality.like(value(i), escape="\\") for i in range(shape[1])]))
+    if kind == "sopclasses":
+        return exists().where(Series.study_id == Study.id, Instance.series_id == Series.id,
+                              Instance.sop_class_uid.in_(value(expanding=True)))
+    if kind == "token":
+        return exists().where(SearchToken.token == value(), SearchToken.level == shape[1],
+                              SearchToken.row_id == _TOKEN_ROW[shape[1]])
+    if kind == "scope-own":
+        return Patient.key_id.in_(value(expanding=True))
+    if kind == "scope-none":
+        return Patient.id == -1
+    study_cond = (Study.study_uid.in_(value(expanding=True)) if kind == "scope-assigned"
+                  else Study.deidentified.is_(True))
+    if level == "PATIENT":
+        return exists().where(Study.patient_id == Patient.id, study_cond)
+    return study_cond
+
+
+@lru_cache(maxsize=512)
+def _cached_statement(level: str, shapes: tuple[_Shape, ...], paged: bool) -> Select[Any]:
+    """The statement for a query shape; ``paged`` adds bound OFFSET/LIMIT."""
+    stmt = select(*_result_columns(level))
+    if level == "PATIENT":
+        order = Patient.id
+    elif level == "STUDY":
+        stmt = stmt.select_from(Study).join(Patient, Study.patient_id == Patient.id)
+        order = Study.id
+    elif level == "SERIES":
+        stmt = (stmt.select_from(Series).join(Study, Series.study_id == Study.id)
+                .join(Patient, Study.patient_id == Patient.id))
+        order = Series.id
+    else:
+        stmt = (stmt.select_from(Instance).join(Series, Instance.series_id == Series.id)
+                .join(Study, Series.study_id == Study.id)
+                .join(Patient, Study.patient_id == Patient.id))
+        order = Instance.id
+    conds: list[ColumnElement[bool]] = [Patient.wrapped_dek.is_not(None)]
+    conds.extend(_condition(i, shape, level) for i, shape in enumerate(shapes))
+    stmt = stmt.where(and_(*conds)).order_by(order)
+    if paged:
+        stmt = stmt.offset(bindparam("b_offset")).limit(bindparam("b_limit"))
+    return stmt
 
 
 def _is_word_pattern(field: PhiField, pattern: str) -> bool:
@@ -247,17 +337,19 @@ class Searcher:
         scope = self._policy.query_scope(principal, perm.STUDY_SEARCH)
         if query.limit is not None and query.limit < 0 or query.offset < 0:
             raise InvalidInputError("limit and offset must not be negative")
-        stmt, phi_filters, post_only = self._statement(query, scope)
+        plan, phi_filters, post_only = self._plan(query, scope)
         limit = min(query.limit if query.limit is not None else self._max, self._max)
+        stmt = _cached_statement(query.level, tuple(plan.shapes), not post_only)
         # Plain columns on a Core connection: no ORM identity map or entity loading.
         with self._engine.connect() as conn:
             if post_only:
-                rows = conn.execute(stmt).all()
+                rows = conn.execute(stmt, plan.params).all()
                 matched = [r for r in (self._row(conn, query.level, r._mapping) for r in rows)
                            if r is not None and self._verify(r, phi_filters)]
                 page = matched[query.offset: query.offset + limit + 1]
             else:
-                rows = conn.execute(stmt.offset(query.offset).limit(limit + 1)).all()
+                params = {**plan.params, "b_offset": query.offset, "b_limit": limit + 1}
+                rows = conn.execute(stmt, params).all()
                 page = [r for r in (self._row(conn, query.level, r._mapping) for r in rows)
                         if r is not None and self._verify(r, phi_filters)]
         capped = len(page) > limit
@@ -268,26 +360,10 @@ class Searcher:
         return FindResult(rows=page, capped=capped)
 
     # -- statement building -------------------------------------------------
-    def _statement(self, query: FindQuery, scope: QueryScope) -> tuple[Select[Any], list[_PhiFilter], bool]:
-        level = query.level
-        depth = LEVEL_ORDER.index(level)
-        stmt = select(*_result_columns(level))
-        if level == "PATIENT":
-            order = Patient.id
-        elif level == "STUDY":
-            stmt = stmt.select_from(Study).join(Patient, Study.patient_id == Patient.id)
-            order = Study.id
-        elif level == "SERIES":
-            stmt = (stmt.select_from(Series).join(Study, Series.study_id == Study.id)
-                    .join(Patient, Study.patient_id == Patient.id))
-            order = Series.id
-        else:
-            stmt = (stmt.select_from(Instance).join(Series, Instance.series_id == Series.id)
-                    .join(Study, Series.study_id == Study.id)
-                    .join(Patient, Study.patient_id == Patient.id))
-            order = Instance.id
-        conds: list[ColumnElement[bool]] = [Patient.wrapped_dek.is_not(None)]
-        conds.extend(self._scope_conditions(scope, level))
+    def _plan(self, query: FindQuery, scope: QueryScope) -> tuple[_Plan, list[_PhiFilter], bool]:
+        depth = LEVEL_ORDER.index(query.level)
+        plan = _Plan()
+        self._scope_conditions(plan, scope)
         phi_filters: list[_PhiFilter] = []
         post_only = False
         allowed_levels = set(LEVEL_ORDER[: depth + 1])
@@ -298,19 +374,15 @@ class Searcher:
             if len(value) > 1024:
                 raise InvalidInputError(f"{keyword}: matching value too long")
             if keyword in PLAIN:
-                lvl, column, kind = PLAIN[keyword]
+                lvl, _column, kind = PLAIN[keyword]
                 if lvl not in allowed_levels:
                     continue
-                conds.append(_plain_condition(keyword, column, kind, value))
+                _plain_condition(plan, keyword, kind, value)
             elif keyword == "ModalitiesInStudy" and "STUDY" in allowed_levels:
-                mods = [m for m in value.split("\\") if m]
-                conds.append(exists().where(Series.study_id == Study.id,
-                                            or_(*[Series.modality.like(_like(m), escape="\\")
-                                                  for m in mods])))
+                mods = [_like(m) for m in value.split("\\") if m]
+                plan.add(("modalities", len(mods)), *mods)
             elif keyword == "SOPClassesInStudy" and "STUDY" in allowed_levels:
-                uids = [u for u in value.split("\\") if u]
-                conds.append(exists().where(Series.study_id == Study.id, Instance.series_id == Series.id,
-                                            Instance.sop_class_uid.in_(uids)))
+                plan.add(("sopclasses",), [u for u in value.split("\\") if u])
             elif keyword in PHI_BY_KEYWORD:
                 field = PHI_BY_KEYWORD[keyword]
                 if _PHI_LEVEL[field.level] not in allowed_levels:
@@ -322,46 +394,40 @@ class Searcher:
                     continue
                 pattern = field.normalise(value)
                 phi_filters.append(_PhiFilter(field, pattern))
-                token_cond = self._token_condition(field, pattern)
-                if token_cond is None or len(pattern.strip("*")) > PREFIX_MAX:
+                token = self._token(field, pattern)
+                if token is None or len(pattern.strip("*")) > PREFIX_MAX:
                     # No token, or a capped one: verification may drop rows, so page after it.
                     post_only = True
-                if token_cond is not None:
-                    conds.append(token_cond)
+                if token is not None:
+                    plan.add(("token", field.level), token)
             # Other keys: not supported for matching; ignored (PS3.4 C.2.2.1.1 optional keys).
-        return stmt.where(and_(*conds)).order_by(order), phi_filters, post_only
+        return plan, phi_filters, post_only
 
-    def _scope_conditions(self, scope: QueryScope, level: str) -> list[ColumnElement[bool]]:
+    @staticmethod
+    def _scope_conditions(plan: _Plan, scope: QueryScope) -> None:
         if scope.scope is Scope.ALL:
-            return []
+            return
         if scope.scope is Scope.ASSIGNED:
-            study_cond: ColumnElement[bool] = Study.study_uid.in_(sorted(scope.study_uids))
+            plan.add(("scope-assigned",), sorted(scope.study_uids))
         elif scope.scope is Scope.OWN:
-            return [Patient.key_id.in_(sorted(scope.patient_key_ids))]
+            plan.add(("scope-own",), sorted(scope.patient_key_ids))
         elif scope.scope is Scope.DEIDENTIFIED:
-            study_cond = Study.deidentified.is_(True)
+            plan.add(("scope-deidentified",))
         else:
-            return [Patient.id == -1]
-        if level == "PATIENT":
-            return [exists().where(Study.patient_id == Patient.id, study_cond)]
-        return [study_cond]
+            plan.add(("scope-none",))
 
-    def _token_condition(self, field: PhiField, pattern: str) -> ColumnElement[bool] | None:
+    def _token(self, field: PhiField, pattern: str) -> str | None:
+        """The blind-index token that pre-filters ``pattern``, if one can."""
         blind = self._keyring.blind
         name = field.token_field
         has_wild = "*" in pattern or "?" in pattern
         if not has_wild:
-            token = blind.exact(name, pattern)
-        elif pattern.endswith("*") and "*" not in pattern[:-1] and "?" not in pattern and len(pattern) > 1:
-            token = blind.prefix(name, pattern[:-1])
-        elif _is_word_pattern(field, pattern):
-            token = blind.word_prefix(name, pattern[1:-1])
-        else:
-            return None
-        level_name = field.level
-        row_col = {"patient": Patient.id, "study": Study.id, "series": Series.id}[level_name]
-        return exists().where(SearchToken.token == token, SearchToken.level == level_name,
-                              SearchToken.row_id == row_col)
+            return blind.exact(name, pattern)
+        if pattern.endswith("*") and "*" not in pattern[:-1] and "?" not in pattern and len(pattern) > 1:
+            return blind.prefix(name, pattern[:-1])
+        if _is_word_pattern(field, pattern):
+            return blind.word_prefix(name, pattern[1:-1])
+        return None
 
     # -- results ------------------------------------------------------------
     def _row(self, conn: Connection, level: str, row: RowMapping) -> dict[str, object] | None:

@@ -206,6 +206,25 @@ def test_find_matching_rules(services, technologist):
     assert len(images) == 1 and images[0]["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.2"
 
 
+
+def test_find_reuses_one_statement_per_query_form(services, technologist):
+    """Queries of one form share a cached statement; each still matches its own values."""
+    from dicomvault.services.query import _cached_statement
+
+    uids = {}
+    for pid, date, time in (("FORM1", "20220301", "081500"), ("FORM2", "20220402", "161000")):
+        uids[pid] = generate_uid()
+        services.archive.ingest(technologist, make_instance(uids[pid], PatientID=pid, StudyDate=date,
+                                                            StudyTime=time, Modality="CT"), door="test")
+    before = _cached_statement.cache_info()
+    for pid, dates, times in (("FORM1", "20220301-20220310", "0800-0900"),
+                              ("FORM2", "20220401-20220410", "1600-1700")):
+        rows = _find(services, technologist, "STUDY", PatientID=pid, StudyDate=dates, StudyTime=times)
+        assert [r["StudyInstanceUID"] for r in rows] == [uids[pid]]
+        assert _find(services, technologist, "STUDY", PatientID=pid, StudyDate=dates, StudyTime="1200-1300") == []
+    after = _cached_statement.cache_info()
+    assert after.hits - before.hits >= 2 and after.misses - before.misses <= 1
+
 @pytest.mark.parametrize("filters", [
     {"StudyDate": "2020-01-01"}, {"StudyDate": "yesterday"}, {"StudyInstanceUID": "1.2.abc"},
     {"StudyInstanceUID": "'; DROP TABLE studies; --"}, {"SeriesNumber": "x"}, {"StudyTime": "25x"},
