@@ -39,7 +39,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import bindparam, func, literal, or_, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -75,8 +75,9 @@ _BULK = (("110104", "R"), ("110106", "R"), ("110106", "E"))
 # code 110104 with retrieves: the action tells them apart).
 _BULK_TOTAL = select(func.coalesce(func.sum(AuditRecord.instance_count), 0)).where(
     AuditRecord.user_id == bindparam("b_user"),
-    AuditRecord.action.in_(sorted({a for _, a in _BULK})),
-    AuditRecord.event_code.in_(sorted({c for c, _ in _BULK})),
+    # literal(): plain bound values; a list would be re-expanded into the SQL on every run.
+    AuditRecord.action.in_([literal(a) for a in sorted({a for _, a in _BULK})]),
+    AuditRecord.event_code.in_([literal(c) for c in sorted({c for c, _ in _BULK})]),
     AuditRecord.event_time > bindparam("b_since"),
     or_(*[(AuditRecord.event_code == c) & (AuditRecord.action == a) for c, a in _BULK]),
     AuditRecord.outcome == 0,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicomvault.access import permissions as perm
@@ -50,6 +51,29 @@ def _uid_list(keyword: str, value: str) -> list[str]:
     return uids
 
 
+_LOCATE_COLUMNS = (
+    select(Instance.sop_uid, Instance.sop_class_uid, Instance.transfer_syntax_uid,
+           Instance.size, Instance.blob_key, Instance.number_of_frames,
+           Series.series_uid, Study.study_uid, Patient.key_id, Patient.wrapped_dek)
+    .select_from(Instance)
+    .join(Series, Instance.series_id == Series.id)
+    .join(Study, Series.study_id == Study.id)
+    .join(Patient, Study.patient_id == Patient.id)
+)
+
+
+@lru_cache(maxsize=64)
+def _locate_statement(shape: tuple[tuple[str, bool], ...]) -> Select[Any]:
+    """The retrieve look-up for one form of keys (keyword, several values?); values bind
+    as ``k<position>``.  Cached: every retrieve runs one."""
+    conds: list[ColumnElement[bool]] = [Patient.wrapped_dek.is_not(None)]
+    for position, (keyword, many) in enumerate(shape):
+        column = Patient.key_id if keyword == "PatientID" else _UID_COLUMNS[keyword]
+        value: Any = bindparam(f"k{position}", expanding=many)
+        conds.append(column.in_(value) if many else column == value)
+    return cast(Select[Any], _LOCATE_COLUMNS.where(and_(*conds)).order_by(Instance.id))
+
+
 class Retriever:
     """Implements the retrieve half of ``ArchiveService``."""
 
@@ -74,33 +98,27 @@ class Retriever:
         """
         if level not in _LEVEL_KEYS:
             raise InvalidInputError("unknown retrieve level")
-        stmt = (
-            select(Instance.sop_uid, Instance.sop_class_uid, Instance.transfer_syntax_uid,
-                   Instance.size, Instance.blob_key, Instance.number_of_frames,
-                   Series.series_uid, Study.study_uid, Patient.key_id, Patient.wrapped_dek)
-            .select_from(Instance)
-            .join(Series, Instance.series_id == Series.id)
-            .join(Study, Series.study_id == Study.id)
-            .join(Patient, Study.patient_id == Patient.id)
-            .where(Patient.wrapped_dek.is_not(None))
-        )
-        conds = []
+        shape: list[tuple[str, bool]] = []
+        params: dict[str, Any] = {}
         for keyword, value in keys.items():
             if not value:
                 continue
             if keyword in _UID_COLUMNS:
-                uids = _uid_list(keyword, value)
-                column = _UID_COLUMNS[keyword]
-                conds.append(column.in_(uids))
+                matches: list[str] = _uid_list(keyword, value)
             elif keyword == "PatientID" and level == "PATIENT":
                 if self._patient_matcher is None:
                     raise InvalidInputError("PatientID retrieval unsupported")
-                conds.append(Patient.key_id.in_(self._patient_matcher(value)))
+                matches = list(self._patient_matcher(value))
+            else:
+                continue
+            many = len(matches) != 1
+            params[f"k{len(shape)}"] = matches if many else matches[0]
+            shape.append((keyword, many))
         required = _LEVEL_KEYS[level][-1]
         if not keys.get(required):
             raise InvalidInputError(f"{required} is required at {level} level")
         with self._engine.connect() as conn:  # plain columns: no ORM entity loading
-            rows = conn.execute(stmt.where(and_(*conds)).order_by(Instance.id)).all()
+            rows = conn.execute(_locate_statement(tuple(shape)), params).all()
         refs: list[InstanceRef] = []
         denied: set[str] = set()
         allowed: set[str] = set()
