@@ -39,7 +39,7 @@ def client_address(request: Request) -> str | None:
 
 def door_of(request: Request) -> str:
     """Which door a request came through, for audit records."""
-    path = request.url.path
+    path: str = request.scope["path"]  # request.url would build a full URL object per request
     if path.startswith("/dicomweb"):
         return "dicomweb"
     if path.startswith(("/api/admin", "/oauth2", "/metrics")):
