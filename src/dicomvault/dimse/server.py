@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from pydicom.uid import (
@@ -51,7 +52,7 @@ from dicomvault.dimse.association import (
 )
 from dicomvault.dimse.handlers._retrieve import plan_retrieve, refusal_for
 from dicomvault.dimse.handlers.echo import handle_echo
-from dicomvault.dimse.handlers.find import handle_find
+from dicomvault.dimse.handlers.find import serve_find
 from dicomvault.dimse.handlers.get import handle_get
 from dicomvault.dimse.handlers.move import handle_move
 from dicomvault.dimse.handlers.store import handle_store
@@ -170,7 +171,6 @@ class DimseServer:
         handlers = [
             (evt.EVT_C_ECHO, _timed(handle_echo, "echo", metrics)),
             (evt.EVT_C_STORE, _timed(handle_store, "store", metrics), [self.services]),
-            (evt.EVT_C_FIND, handle_find, [self.services]),
             (evt.EVT_C_MOVE, handle_move, [self.services, self.client_tls]),
             (evt.EVT_C_GET, handle_get, [self.services]),
         ]
@@ -203,6 +203,7 @@ class DimseServer:
         )
         server.gate = self._gate
         server.retrieve_planner = self._plan_retrieve  # type: ignore[attr-defined]
+        server.find_responder = partial(serve_find, services=self.services)  # type: ignore[attr-defined]
         server.tls_failure = self._tls_failed
         server.handshake_timeout = self.settings.dimse.acse_timeout
         server.max_pdu = self.settings.dimse.max_pdu

@@ -28,6 +28,8 @@ class DimseStatus:
 # Status codes used by the handlers -----------------------------------------
 SUCCESS = 0x0000
 PENDING = 0xFF00
+#: PS3.7 C.4 general: Cancel (the SCU sent a C-CANCEL for the request).
+CANCEL = 0xFE00
 #: PS3.7 C.4 general: Refused: Not Authorized.
 NOT_AUTHORIZED = 0x0124
 #: PS3.7 C.4 general: Processing Failure (unexpected server error).

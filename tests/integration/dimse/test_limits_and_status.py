@@ -183,9 +183,12 @@ def test_find_capped_result_ends_with_warning(make_door):
     query.SOPInstanceUID = ""
     assoc = connect(door)
     responses = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+    # the warning is the final response: nothing stray is left to answer the next request
+    again = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
     assoc.release()
     pending = [i for s, i in responses if s.Status == 0xFF00]
     assert len(pending) == 2
     final = responses[-1][0]
     assert final.Status == 0xB000
     assert "capped" in str(final.get("ErrorComment", ""))
+    assert [s.Status for s, _ in again] == [0xFF00, 0xFF00, 0xB000]

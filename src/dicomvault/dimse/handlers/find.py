@@ -8,11 +8,13 @@ service's job; this module only translates.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -20,8 +22,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomvault.dimse import status
 from dicomvault.dimse.handlers._common import dicom_string, principal_of, require_service
+from dicomvault.dimse.wire import IdentifierLayout, find_response_command, message_pdus, send_pdus
 from dicomvault.errors import InvalidInputError
-from dicomvault.services.types import FindQuery
+from dicomvault.services.types import FindQuery, FindResult
 
 FIND_MODELS = {
     str(PatientRootQueryRetrieveInformationModelFind): "PATIENT",
@@ -81,32 +84,85 @@ def row_dataset(row: dict[str, object], query: FindQuery, identifier: Dataset) -
     return ds
 
 
-def handle_find(event: Any, services: Any) -> Iterator[tuple[Any, Dataset | None]]:
-    """Yield pending matches, then a final status (PS3.4 C.4.1.1.4)."""
+def _query(assoc: Any, request: Any, decode_identifier: Callable[[], Dataset],
+           services: Any) -> tuple[FindQuery, FindResult, Dataset]:
+    """Check the peer may query, translate the identifier and run the search."""
+    require_service(assoc, "find")
+    principal = principal_of(assoc)
+    model = FIND_MODELS.get(str(request.AffectedSOPClassUID))
+    if model is None:
+        raise InvalidInputError("unsupported query/retrieve information model")
     try:
-        require_service(event.assoc, "find")
-        principal = principal_of(event.assoc)
-        model = FIND_MODELS.get(str(event.request.AffectedSOPClassUID))
-        if model is None:
-            raise InvalidInputError("unsupported query/retrieve information model")
-        try:
-            identifier = event.identifier
-        except Exception:  # noqa: BLE001 - undecodable identifier
-            raise InvalidInputError("identifier cannot be decoded") from None
-        query = translate_identifier(identifier, model)
-        result = services.archive.find(principal, query, door="dimse")
+        identifier = decode_identifier()
+    except Exception:  # noqa: BLE001 - undecodable identifier
+        raise InvalidInputError("identifier cannot be decoded") from None
+    query = translate_identifier(identifier, model)
+    return query, services.archive.find(principal, query, door="dimse"), identifier
+
+
+def _send_status(assoc: Any, request: Any, context_id: int, code: int, comment: str = "") -> None:
+    """A final response carrying a status other than Success (PS3.4 C.4.1.1.4)."""
+    rsp = C_FIND()
+    rsp.MessageIDBeingRespondedTo = request.MessageID
+    rsp.AffectedSOPClassUID = request.AffectedSOPClassUID
+    rsp.Status = code
+    if comment:
+        rsp.ErrorComment = comment[:64]  # type: ignore[assignment]
+    assoc.dimse.send_msg(rsp, context_id)
+
+
+def _cancelled(assoc: Any, message_id: int) -> bool:
+    """A C-CANCEL-FIND-RQ arrived for this request (PS3.7 9.3.2.3)."""
+    return assoc.dimse.cancel_req.pop(message_id, None) is not None
+
+
+def serve_find(assoc: Any, request: Any, context: Any, services: Any) -> bool:
+    """C-FIND SCP: pending responses, then a final status (PS3.4 C.4.1.1.4, PS3.7 9.1.2).
+
+    Replaces pynetdicom's C-FIND service for the models of ``FIND_MODELS``: each
+    match's response is written from its index row (``wire.py``), pydicom only
+    where that module cannot.  A capped result ends with the Warning status
+    (no Success after it).  Returns ``False`` for a request it does not serve.
+    """
+    uid = str(request.AffectedSOPClassUID)
+    if uid not in FIND_MODELS or str(context.abstract_syntax) != uid:
+        return False
+    syntax = context.transfer_syntax[0]
+    context_id = int(context.context_id)
+    try:
+        query, result, identifier = _query(
+            assoc, request,
+            lambda: decode(request.Identifier, syntax.is_implicit_VR, syntax.is_little_endian,
+                           syntax.is_deflated),
+            services)
+        layout = IdentifierLayout(identifier, query.level)
+        direct = syntax.is_little_endian and not syntax.is_deflated
+        for row in result.rows:
+            if _cancelled(assoc, request.MessageID):
+                _send_status(assoc, request, context_id, status.CANCEL)
+                return True
+            data = layout.encode(row, explicit=not syntax.is_implicit_VR) if direct else None
+            if data is None:
+                data = encode(row_dataset(row, query, identifier), syntax.is_implicit_VR,
+                              syntax.is_little_endian, syntax.is_deflated)
+            if not data:
+                _send_status(assoc, request, context_id, status.FIND_UNABLE)
+                return True
+            _respond(assoc, request, context_id, status.PENDING, data)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a DIMSE status
         resolved = status.resolve(status.FIND_STATUS, exc)
         detail = getattr(exc, "detail", "") if resolved.code != status.PROCESSING_FAILURE else ""
-        yield status.status_dataset(resolved, detail), None
-        return
-    for row in result.rows:
-        if event.is_cancelled:
-            yield 0xFE00, None
-            return
-        yield status.PENDING, row_dataset(row, query, identifier)
+        _send_status(assoc, request, context_id, resolved.code, detail or resolved.comment)
+        return True
     if result.capped:
-        shown = len(result.rows)
-        yield status.status_dataset(
-            status.FIND_CAPPED_WARNING, f"Result capped at {shown} matches; narrow the query"
-        ), None
+        _send_status(assoc, request, context_id, status.FIND_CAPPED_WARNING,
+                     f"Result capped at {len(result.rows)} matches; narrow the query")
+    else:
+        _respond(assoc, request, context_id, status.SUCCESS, None)
+    return True
+
+
+def _respond(assoc: Any, request: Any, context_id: int, code: int, data: bytes | None) -> None:
+    command = find_response_command(str(request.AffectedSOPClassUID), request.MessageID, code,
+                                    data is not None)
+    send_pdus(assoc, message_pdus(context_id, command, data, assoc.dimse.maximum_pdu_size))
