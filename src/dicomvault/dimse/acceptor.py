@@ -28,7 +28,7 @@ from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target  # noqa: F401  (re-exported for server.py)
@@ -194,17 +194,19 @@ class GatedAssociation(Association):
                 self._dv_wake.wait(IDLE_WAIT)
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
-        """C-FIND through the server's responder; C-MOVE/C-GET planned before pynetdicom runs them."""
+        """C-FIND and C-STORE through the server's responders (``responders``: primitive type →
+        callable returning whether it served the request); C-MOVE/C-GET planned before
+        pynetdicom runs them."""
         planner = getattr(self._server, "retrieve_planner", None)
         context = self._accepted_cx.get(context_id)
-        finder = getattr(self._server, "find_responder", None)
-        if (finder is not None and context is not None and isinstance(msg, C_FIND)
+        responder = getattr(self._server, "responders", {}).get(type(msg))
+        if (responder is not None and context is not None
                 and not self._sent_release and msg.is_valid_request):
-            # pynetdicom's SCP bookkeeping (Association._serve_request) around our C-FIND
+            # pynetdicom's SCP bookkeeping (Association._serve_request) around ours
             self.dimse.cancel_req = {}
             self._is_paused = True
             try:
-                if finder(self, msg, context):
+                if responder(self, msg, context):
                     return
             finally:
                 self._is_paused = False

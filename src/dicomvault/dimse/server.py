@@ -27,6 +27,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AllStoragePresentationContexts, _config, evt
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -55,7 +56,7 @@ from dicomvault.dimse.handlers.echo import handle_echo
 from dicomvault.dimse.handlers.find import serve_find
 from dicomvault.dimse.handlers.get import handle_get
 from dicomvault.dimse.handlers.move import handle_move
-from dicomvault.dimse.handlers.store import handle_store
+from dicomvault.dimse.handlers.store import handle_store, serve_store
 from dicomvault.dimse.identity import PeerCredentials, principal_for
 from dicomvault.errors import DicomVaultError
 
@@ -170,6 +171,7 @@ class DimseServer:
         metrics = getattr(self.services, "metrics", None)
         handlers = [
             (evt.EVT_C_ECHO, _timed(handle_echo, "echo", metrics)),
+            # requests ``serve_store`` leaves to pynetdicom (see there)
             (evt.EVT_C_STORE, _timed(handle_store, "store", metrics), [self.services]),
             (evt.EVT_C_MOVE, handle_move, [self.services, self.client_tls]),
             (evt.EVT_C_GET, handle_get, [self.services]),
@@ -203,7 +205,11 @@ class DimseServer:
         )
         server.gate = self._gate
         server.retrieve_planner = self._plan_retrieve  # type: ignore[attr-defined]
-        server.find_responder = partial(serve_find, services=self.services)  # type: ignore[attr-defined]
+        store = _timed(handle_store, "store", getattr(self.services, "metrics", None))
+        server.responders = {  # type: ignore[attr-defined]
+            C_FIND: partial(serve_find, services=self.services),
+            C_STORE: partial(serve_store, handler=lambda event: store(event, self.services)),
+        }
         server.tls_failure = self._tls_failed
         server.handshake_timeout = self.settings.dimse.acse_timeout
         server.max_pdu = self.settings.dimse.max_pdu

@@ -36,6 +36,8 @@ NOT_AUTHORIZED = 0x0124
 PROCESSING_FAILURE = 0x0110
 #: PS3.4 B.2.3 C-STORE: Error: Data Set does not match SOP Class.
 STORE_SOP_CLASS_MISMATCH = 0xA900
+#: PS3.4 B.2.3 C-STORE: Cannot understand class; pynetdicom's code for a failed handler.
+STORE_HANDLER_FAILED = 0xC211
 #: PS3.4 B.2.3 C-STORE: Error: Cannot understand (unparsable or invalid dataset).
 STORE_CANNOT_UNDERSTAND = 0xC000
 #: PS3.4 B.2.3 C-STORE Cxxx "Cannot understand" class: a *different* object already holds

@@ -148,17 +148,32 @@ class IdentifierLayout:
         return b"".join(data for _, data in parts)
 
 
-def find_response_command(sop_class_uid: str, message_id: int, status: int,
-                          has_identifier: bool) -> bytes:
-    """C-FIND-RSP command set, Implicit VR Little Endian (PS3.7 9.3.2.2, E.1)."""
-    body = b"".join((
+#: PS3.7 E.1 Command Field values of the responses written here.
+C_STORE_RSP, C_FIND_RSP = 0x8001, 0x8020
+
+
+def response_command(command_field: int, sop_class_uid: str, message_id: int, status: int, *,
+                     has_dataset: bool = False, sop_instance_uid: str | None = None,
+                     error_comment: str = "") -> bytes:
+    """A DIMSE-C response command set, Implicit VR Little Endian (PS3.7 9.3, E.1).
+
+    Elements in tag order: Affected SOP Class UID, Command Field, Message ID Being
+    Responded To, Command Data Set Type, Status, Error Comment (when given, ASCII),
+    Affected SOP Instance UID (when given; C-STORE-RSP, PS3.7 9.3.1.2).
+    """
+    parts = [
         _element(0x00000002, "UI", _text(sop_class_uid, "UI", "ascii"), False),
-        _element(0x00000100, "US", struct.pack("<H", 0x8020), False),
+        _element(0x00000100, "US", struct.pack("<H", command_field), False),
         _element(0x00000120, "US", struct.pack("<H", message_id), False),
-        _element(0x00000800, "US", struct.pack("<H", _DATASET_PRESENT if has_identifier
+        _element(0x00000800, "US", struct.pack("<H", _DATASET_PRESENT if has_dataset
                                                  else _NO_DATASET), False),
         _element(0x00000900, "US", struct.pack("<H", status), False),
-    ))
+    ]
+    if error_comment:
+        parts.append(_element(0x00000902, "LO", _text(error_comment, "LO", "ascii"), False))
+    if sop_instance_uid is not None:
+        parts.append(_element(0x00001000, "UI", _text(sop_instance_uid, "UI", "ascii"), False))
+    body = b"".join(parts)
     return _element(0x00000000, "UL", struct.pack("<I", len(body)), False) + body
 
 

@@ -1,6 +1,6 @@
 """``dimse.workers = 2``: two processes share the DICOM port, and die with ``serve``.
 
-Associations alternate between the workers (each process blocked in
+Associations are shared between the workers (each process blocked in
 ``accept`` is woken in turn), every C-STORE is acknowledged and indexed, the
 serve process itself holds no association, and a SIGKILL of the serve
 process takes its workers down with it (no orphan keeps the port or keys).
@@ -103,7 +103,9 @@ def test_two_workers_share_the_port_and_die_with_serve(tmp_path):
             established = _established_inodes(port)
             held = {pid: len(_socket_inodes(pid) & established) for pid in [serve.pid, *workers]}
             assert held[serve.pid] == 0, held
-            assert [held[w] for w in workers] == [2, 2], held  # alternate: one each in turn
+            # both serve: each blocked accept is woken in turn, but a worker still busy
+            # handing its last connection over may miss a turn on a loaded machine
+            assert all(held[w] >= 1 for w in workers) and sum(held.values()) == 4, held
             for assoc in assocs:
                 ds, data = make_ct(PatientName="WORKER^TEST")
                 assert store_bytes(assoc, CTImageStorage, ds.SOPInstanceUID,

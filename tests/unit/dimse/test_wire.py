@@ -7,12 +7,14 @@ from io import BytesIO
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pynetdicom.dimse_messages import C_FIND_RSP
-from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dimse_messages import C_FIND_RSP, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.dsutils import decode, encode
 
 from dicomvault.dimse.handlers.find import row_dataset, translate_identifier
-from dicomvault.dimse.wire import IdentifierLayout, find_response_command, message_pdus
+from dicomvault.dimse.wire import C_FIND_RSP as FIND_RSP
+from dicomvault.dimse.wire import C_STORE_RSP as STORE_RSP
+from dicomvault.dimse.wire import IdentifierLayout, message_pdus, response_command
 
 STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
 
@@ -99,16 +101,34 @@ def _pynetdicom_command(status: int, identifier: bytes | None) -> bytes:
 
 
 @pytest.mark.parametrize("status, identifier", [(0xFF00, b"\x08\x00\x52\x00"), (0x0000, None)])
-def test_command_set_equals_pynetdicom(status, identifier):
-    assert find_response_command(STUDY_ROOT, 7, status, identifier is not None) == \
+def test_find_command_set_equals_pynetdicom(status, identifier):
+    assert response_command(FIND_RSP, STUDY_ROOT, 7, status, has_dataset=identifier is not None) == \
         _pynetdicom_command(status, identifier)
+
+
+@pytest.mark.parametrize("status, comment, instance", [
+    (0x0000, "", "1.2.3.4.5"), (0xA900, "SOP Class differs", "1.2.3.4"), (0xB000, "odd", "1.2.3"),
+])
+def test_store_command_set_equals_pynetdicom(status, comment, instance):
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 9
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    rsp.AffectedSOPInstanceUID = instance
+    rsp.Status = status
+    if comment:
+        rsp.ErrorComment = comment
+    msg = C_STORE_RSP()
+    msg.primitive_to_message(rsp)
+    expected = encode(msg.command_set, True, True)
+    assert response_command(STORE_RSP, "1.2.840.10008.5.1.4.1.1.2", 9, status,
+                            sop_instance_uid=instance, error_comment=comment) == expected
 
 
 @pytest.mark.parametrize("max_pdu", [0, 16_384, 64])
 def test_pdus_reassemble_into_the_message(max_pdu):
     identifier, row = CASES["study, ascii"]
     data = IdentifierLayout(identifier, "STUDY").encode(row, explicit=True)
-    command = find_response_command(STUDY_ROOT, 7, 0xFF00, True)
+    command = response_command(FIND_RSP, STUDY_ROOT, 7, 0xFF00, has_dataset=True)
     pdus = message_pdus(3, command, data, max_pdu)
     assert (len(pdus) == 1) == (max_pdu != 64)
     for pdata in pdus:  # item length (4) + context ID (1) + header and fragment, within the maximum

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomvault.dimse import status
 from dicomvault.dimse.handlers._common import dicom_string, principal_of, require_service
-from dicomvault.dimse.wire import IdentifierLayout, find_response_command, message_pdus, send_pdus
+from dicomvault.dimse.wire import C_FIND_RSP, IdentifierLayout, message_pdus, response_command, send_pdus
 from dicomvault.errors import InvalidInputError
 from dicomvault.services.types import FindQuery, FindResult
 
@@ -163,6 +163,6 @@ def serve_find(assoc: Any, request: Any, context: Any, services: Any) -> bool:
 
 
 def _respond(assoc: Any, request: Any, context_id: int, code: int, data: bytes | None) -> None:
-    command = find_response_command(str(request.AffectedSOPClassUID), request.MessageID, code,
-                                    data is not None)
+    command = response_command(C_FIND_RSP, str(request.AffectedSOPClassUID), request.MessageID,
+                               code, has_dataset=data is not None)
     send_pdus(assoc, message_pdus(context_id, command, data, assoc.dimse.maximum_pdu_size))

@@ -9,8 +9,11 @@ UIDs must equal the request's Affected SOP Class/Instance UIDs (PS3.4 B.2.3
 
 from __future__ import annotations
 
+import logging
 import zlib
+from collections.abc import Callable
 from io import BytesIO
+from types import SimpleNamespace
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -19,7 +22,10 @@ from pydicom.uid import UID
 
 from dicomvault.dimse import status
 from dicomvault.dimse.handlers._common import principal_of, require_service
+from dicomvault.dimse.wire import C_STORE_RSP, message_pdus, response_command, send_pdus
 from dicomvault.errors import InvalidInputError
+
+LOG = logging.getLogger(__name__)
 
 _SOP_CLASS_TAG = 0x00080016
 _SOP_INSTANCE_TAG = 0x00080018
@@ -92,3 +98,34 @@ def handle_store(event: Any, services: Any) -> Dataset:
     if getattr(result, "warning", ""):
         return status.status_dataset(0xB000, result.warning)  # PS3.4 B.2.3 coercion warning
     return status.status_dataset(status.SUCCESS)
+
+
+def serve_store(assoc: Any, request: Any, context: Any,
+                handler: Callable[[Any], Dataset]) -> bool:
+    """C-STORE SCP: run ``handler`` and write its C-STORE-RSP directly (PS3.7 9.3.1.2).
+
+    Replaces pynetdicom's storage service, whose response went through pydicom's
+    dataset encoding (about 0.8 ms per instance).  ``handler`` is ``handle_store``
+    (with the metrics wrapper) and gets the event attributes it reads.  Returns
+    ``False`` for a request left to pynetdicom: a SOP class other than the
+    context's, or a dataset pynetdicom spooled to a file.
+    """
+    if (str(context.abstract_syntax) != str(request.AffectedSOPClassUID)
+            or getattr(request, "_dataset_file", None) is not None):
+        return False
+    event = SimpleNamespace(assoc=assoc, request=request, context=context.as_tuple)
+    try:
+        outcome = handler(event)
+        code = int(outcome.Status)
+        comment = str(outcome.get("ErrorComment", "") or "")
+    except Exception:  # noqa: BLE001 - as pynetdicom: a handler failure is 0xC211
+        LOG.exception("C-STORE handler failed")
+        code, comment = status.STORE_HANDLER_FAILED, ""
+    if not comment.isascii():
+        comment = ""
+    command = response_command(C_STORE_RSP, str(request.AffectedSOPClassUID), request.MessageID,
+                               code, sop_instance_uid=str(request.AffectedSOPInstanceUID),
+                               error_comment=comment)
+    send_pdus(assoc, message_pdus(int(context.context_id), command, None,
+                                  assoc.dimse.maximum_pdu_size))
+    return True
