@@ -195,7 +195,7 @@ class Ingestor:
                     key_id=key_id)])
                 self._discard(pending)
                 return IngestResult(parsed.sop_instance_uid, parsed.sop_class_uid, parsed.study_uid,
-                                    "duplicate")
+                                    "duplicate", series_instance_uid=parsed.series_uid)
             if existing is not None and self._on_duplicate == "reject":
                 self._audit.append([self._import_event(
                     principal, door, parsed, ev.Outcome.SERIOUS_FAILURE,
@@ -225,7 +225,8 @@ class Ingestor:
         except BaseException:
             self._discard(pending)
             raise
-        return IngestResult(parsed.sop_instance_uid, parsed.sop_class_uid, parsed.study_uid, status)
+        return IngestResult(parsed.sop_instance_uid, parsed.sop_class_uid, parsed.study_uid, status,
+                            series_instance_uid=parsed.series_uid)
 
     # -- steps ------------------------------------------------------------
     def _look_up(self, parsed: ParsedInstance) -> tuple[tuple[int, str, DataKey], Row[Any] | None]:

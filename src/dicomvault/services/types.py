@@ -77,3 +77,4 @@ class IngestResult:
     status: Literal["stored", "duplicate", "overwritten"]
     #: Human-readable warning for the door (e.g. coercion), never PHI.
     warning: str = ""
+    series_instance_uid: str = ""

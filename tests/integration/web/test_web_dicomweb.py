@@ -60,6 +60,8 @@ def test_stow_all_stored_is_200_with_referenced_sop_sequence(client, tech):
     body = r.json()
     refs = body["00081199"]["Value"]
     assert [ref["00081155"]["Value"][0] for ref in refs] == [_uid(d) for d in data]
+    assert [ref["00081190"]["Value"][0].split("/dicomweb")[1] for ref in refs] == [
+        f"/studies/{STUDY_A}/series/{SERIES_A1}/instances/{_uid(d)}" for d in data]
     assert "00081198" not in body
     assert body["00081190"]["Value"][0].endswith(f"/dicomweb/studies/{STUDY_A}")
 
@@ -76,7 +78,10 @@ def test_stow_partial_failure_is_202_with_failed_sop_sequence(client, tech):
 def test_stow_conflicting_object_under_same_uid_is_409(client, tech):
     data = make_instance(STUDY_A, SERIES_A1)
     assert _store(client, tech.auth, [data]).status_code == 200
-    assert _store(client, tech.auth, [data]).status_code == 200  # identical bytes: idempotent
+    again = _store(client, tech.auth, [data])  # identical bytes: idempotent, same instance URL
+    assert again.status_code == 200
+    assert again.json()["00081199"]["Value"][0]["00081190"]["Value"][0].endswith(
+        f"/studies/{STUDY_A}/series/{SERIES_A1}/instances/{_uid(data)}")
     ds = pydicom.dcmread(io.BytesIO(data))
     ds.InstanceNumber = 99
     buf = io.BytesIO()

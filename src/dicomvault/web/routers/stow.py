@@ -69,24 +69,35 @@ def _ui(value: str) -> dict[str, Any]:
 
 def _store_one(services: Services, principal: Principal, data: bytes, study: str | None,
                base: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Ingest one part → (referenced item, failed item)."""
-    sop_class, sop_uid, study_uid, series = _peek_uids(data)
-    if study and study_uid and study_uid != study:
-        return None, {"00081150": _ui(sop_class), "00081155": _ui(sop_uid),
-                      "00081197": {"vr": "US", "Value": [STUDY_MISMATCH]}}
+    """Ingest one part → (referenced item, failed item).
+
+    The header is read here only where ingest cannot say it: to refuse an instance
+    of another study than the URL's before storing it, and to name a refused part.
+    """
+    if study:
+        sop_class, sop_uid, study_uid, _series = _peek_uids(data)
+        if study_uid and study_uid != study:
+            return None, _failed(sop_class, sop_uid, STUDY_MISMATCH)
     try:
         result = services.archive.ingest(principal, data, door="dicomweb")
     except DicomVaultError as exc:
-        return None, {"00081150": _ui(sop_class), "00081155": _ui(sop_uid),
-                      "00081197": {"vr": "US", "Value": [_reason(exc)]}}
+        sop_class, sop_uid, _study, _series = _peek_uids(data)
+        return None, _failed(sop_class, sop_uid, _reason(exc))
     item: dict[str, Any] = {
         "00081150": _ui(result.sop_class_uid), "00081155": _ui(result.sop_instance_uid),
-        "00081190": {"vr": "UR", "Value": [instance_url(base, result.study_instance_uid, series,
+        "00081190": {"vr": "UR", "Value": [instance_url(base, result.study_instance_uid,
+                                                        result.series_instance_uid,
                                                         result.sop_instance_uid)]},
     }
     if result.warning:
         item["00081196"] = {"vr": "US", "Value": [COERCED]}
     return item, None
+
+
+def _failed(sop_class: str, sop_uid: str, reason: int) -> dict[str, Any]:
+    """A FailedSOPSequence item (PS3.18 Table 10.5.3-1)."""
+    return {"00081150": _ui(sop_class), "00081155": _ui(sop_uid),
+            "00081197": {"vr": "US", "Value": [reason]}}
 
 
 async def store(request: Request, services: Services, principal: Principal,
@@ -112,8 +123,7 @@ async def store(request: Request, services: Services, principal: Principal,
     async def one(content_type: str, content: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         ctype = parse_media_type(content_type)[0] if content_type else "application/dicom"
         if ctype != "application/dicom":
-            return None, {"00081150": _ui(""), "00081155": _ui(""),
-                          "00081197": {"vr": "US", "Value": [CANNOT_UNDERSTAND]}}
+            return None, _failed("", "", CANNOT_UNDERSTAND)
         async with limiter:
             return await run_in_threadpool(_store_one, services, principal, content, study, base)
 
