@@ -163,6 +163,7 @@ def stow(target: Target, files: list[Path]) -> dict[str, float]:
     import pydicom
 
     client = target.client()
+    os.sync()  # an idle disk for both servers (see ``bench_dimse.store``)
     start = time.perf_counter()
     stored = 0
     for i in range(0, len(files), BATCH):

@@ -29,8 +29,12 @@ its DICOM port to loopback alone.  Orthanc runs from a temp folder with its own
 JSON config, ``TCP_NODELAY=1`` in its environment and DICOM TLS on, with
 certificates from a CA the bench generates (dicomvault uses the same CA and
 server certificate through its ``[tls]`` settings, and ``dicomvault init`` /
-``dicomvault serve`` as an operator would).  Both servers fsync what they store
-(Orthanc's ``SyncStorageArea`` default, dicomvault's durable writes).
+``dicomvault serve`` as an operator would).  Both servers fsync the files they
+store (Orthanc's ``SyncStorageArea`` default, dicomvault's durable writes); their
+indexes differ: Orthanc's SQLite runs ``SYNCHRONOUS=NORMAL`` (a commit does not
+wait for the disk), ours ``synchronous=FULL`` (every acknowledged commit, and so
+every audit record, is on disk).  Each ingest run starts after ``os.sync()``, so
+neither server competes with write-back the generator or a previous run left.
 
 Seeding the 100,000-instance index (``--seed``, run in a child process): for
 each series one real instance goes through ``ArchiveService.ingest`` (parse,
@@ -480,6 +484,9 @@ def store(server: Server, p: Pki, files: list[Path], associations: int, total_by
         for f in chunk:
             (folder / f.name).symlink_to(f)
         lists.append(folder)
+    # Both servers start from an idle disk: without this, the first run competed with the
+    # write-back of the 1 GB the generator (or the previous run's clean-up) left dirty.
+    os.sync()
     rss = RssSampler(server.proc.pid).start()
     before = server.count()
     start = time.perf_counter()
