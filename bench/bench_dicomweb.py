@@ -15,9 +15,11 @@ conservative for us.  Both in a private network namespace (``unshare -n``,
 * WADO-RS: whole-study retrieve (``transfer-syntax=*``) in MB/s, single-instance
   retrieve p50/p95, study and series metadata p50/p95.
 
-Queries and retrieves go through one keep-alive ``requests`` session (TLS
-resumed for ours); the first few requests of each kind warm caches and are
-not counted.
+Queries and retrieves go through one keep-alive ``requests`` session per server
+(TLS resumed for ours); the first few requests of each kind warm caches and are
+not counted.  STOW runs into one server at a time; then both servers run at once
+and every query and retrieve goes to each in turn, the same request for both and
+the order alternating, so that a shared machine's drift in speed hits both alike.
 
 Usage: ``python bench/bench_dicomweb.py [--quick] [--no-orthanc] [--keep]``
 (root for ``unshare -n``).  Reuses the data generator, PKI and server
@@ -148,13 +150,17 @@ def quantiles(times: list[float]) -> dict[str, float]:
     return {"p50_ms": round(qs[49], 2), "p95_ms": round(qs[94], 2)}
 
 
-def timed(fn: Callable[[], Any], count: int) -> list[float]:
-    out: list[float] = []
+def timed(fns: list[Callable[[], Any]], count: int) -> list[list[float]]:
+    """Call each of ``fns`` (one per server) ``count`` times after WARMUP, in turn, the order
+    alternating, so a shared machine's drift in speed hits every server alike; ms per call."""
+    out: list[list[float]] = [[] for _ in fns]
     for k in range(count + WARMUP):
-        t0 = time.perf_counter()
-        fn()
-        if k >= WARMUP:
-            out.append((time.perf_counter() - t0) * 1000)
+        order = range(len(fns)) if k % 2 == 0 else reversed(range(len(fns)))
+        for j in order:
+            t0 = time.perf_counter()
+            fns[j]()
+            if k >= WARMUP:
+                out[j].append((time.perf_counter() - t0) * 1000)
     return out
 
 
@@ -187,20 +193,31 @@ def _qido(target: Target, params: dict[str, str]) -> int:
     return len(r.json()) if r.content else 0
 
 
-def qido(target: Target, patients: int, studies: int, queries: int, seed: int = 11) -> dict[str, Any]:
+def qido(targets: list[Target], patients: int, studies: int, queries: int,
+         seed: int = 11) -> list[dict[str, Any]]:
+    """QIDO-RS p50/p95 per kind; with several targets each query goes to all in turn."""
     rng = random.Random(seed)
-    out: dict[str, Any] = {}
+    out: list[dict[str, Any]] = [{} for _ in targets]
     kinds: dict[str, Callable[[], dict[str, str]]] = {
         "patient_id": lambda: {"PatientID": base.patient_id(rng.randrange(patients))},
         "date_range": lambda: _date_range(rng, studies),
         "name_wildcard": lambda: {"PatientName": base.name_wildcard(rng.randrange(patients)).upper()},
     }
     for kind, make in kinds.items():
-        matches: list[int] = []
-        times = timed(lambda make=make: matches.append(_qido(target, make())), queries)
-        if not any(matches):
-            raise RuntimeError(f"{target.name}: QIDO {kind} matched nothing")
-        out[kind] = {**quantiles(times), "mean_matches": round(sum(matches) / len(matches), 1)}
+        matches: list[list[int]] = [[] for _ in targets]
+        draws = [make() for _ in range(queries + WARMUP)]  # the same queries for every server
+        asked = [0] * len(targets)
+
+        def ask(j: int) -> None:
+            matches[j].append(_qido(targets[j], draws[asked[j]]))
+            asked[j] += 1
+
+        times = timed([partial(ask, j) for j in range(len(targets))], queries)
+        for j, target in enumerate(targets):
+            if not any(matches[j]):
+                raise RuntimeError(f"{target.name}: QIDO {kind} matched nothing")
+            out[j][kind] = {**quantiles(times[j]),
+                            "mean_matches": round(sum(matches[j]) / len(matches[j]), 1)}
     return out
 
 
@@ -211,64 +228,108 @@ def _date_range(rng: random.Random, studies: int) -> dict[str, str]:
     return {"StudyDate": f"2024{month:02d}{max(1, day - 2):02d}-2024{month:02d}{min(28, day + 2):02d}"}
 
 
-def retrieve(target: Target, run: str, studies: int, n: int, queries: int) -> dict[str, Any]:
-    """Study retrieve MB/s; single-instance, study-metadata and series-metadata p50/p95."""
+def retrieve(targets: list[Target], run: str, studies: int, n: int,
+             queries: int) -> list[dict[str, Any]]:
+    """Study retrieve MB/s; single-instance, study-metadata and series-metadata p50/p95.
+
+    With several targets every study, instance and metadata request goes to each in
+    turn (order alternating), the same request for all.
+    """
     rng = random.Random(5)
-    total = 0
-    start = time.perf_counter()
+    totals = [0] * len(targets)
+    seconds = [0.0] * len(targets)
     for s in range(studies):
-        with target.session.get(f"{target.root}/studies/{base.study_uid(run, s)}",
-                                headers={"Accept": ANY_TS}, stream=True, timeout=600) as r:
-            r.raise_for_status()
-            for chunk in r.iter_content(1 << 20):
-                total += len(chunk)
-    elapsed = time.perf_counter() - start
-    if total < n * 500_000:
-        raise RuntimeError(f"{target.name}: study retrieve returned only {total} bytes")
+        order = range(len(targets)) if s % 2 == 0 else reversed(range(len(targets)))
+        for j in order:
+            target = targets[j]
+            start = time.perf_counter()
+            with target.session.get(f"{target.root}/studies/{base.study_uid(run, s)}",
+                                    headers={"Accept": ANY_TS}, stream=True, timeout=600) as r:
+                r.raise_for_status()
+                for chunk in r.iter_content(1 << 20):
+                    totals[j] += len(chunk)
+            seconds[j] += time.perf_counter() - start
+    for j, target in enumerate(targets):
+        if totals[j] < n * 500_000:
+            raise RuntimeError(f"{target.name}: study retrieve returned only {totals[j]} bytes")
     grid = base.layout(n)
 
-    def one_instance() -> None:
-        s, k, i = grid[rng.randrange(n)]
-        r = target.session.get(f"{target.root}/studies/{base.study_uid(run, s)}/series/"
-                               f"{base.series_uid(run, s, k)}/instances/{base.sop_uid(run, s, k, i)}",
-                               headers={"Accept": ANY_TS}, timeout=120)
-        r.raise_for_status()
+    def instance_urls() -> list[str]:
+        picks = [grid[rng.randrange(n)] for _ in range(queries + WARMUP)]
+        return [f"/studies/{base.study_uid(run, s)}/series/{base.series_uid(run, s, k)}"
+                f"/instances/{base.sop_uid(run, s, k, i)}" for s, k, i in picks]
+
+    def metadata_urls(series: bool, count: int) -> list[str]:
+        urls = []
+        for _ in range(count + WARMUP):
+            s = rng.randrange(studies)
+            url = f"/studies/{base.study_uid(run, s)}"
+            if series:
+                url += f"/series/{base.series_uid(run, s, rng.randrange(base.SERIES_PER_STUDY))}"
+            urls.append(url + "/metadata")
+        return urls
+
+    def get_all(urls: list[str], accept: str, check: Callable[[Any, Target], None],
+                count: int) -> list[list[float]]:
+        asked = [0] * len(targets)
+
+        def one(j: int) -> None:
+            target = targets[j]
+            r = target.session.get(target.root + urls[asked[j]], headers={"Accept": accept},
+                                   timeout=300)
+            asked[j] += 1
+            r.raise_for_status()
+            check(r, target)
+
+        return timed([partial(one, j) for j in range(len(targets))], count)
+
+    def whole_instance(r: Any, target: Target) -> None:
         if len(r.content) < 500_000:
             raise RuntimeError(f"{target.name}: short instance response")
 
-    def metadata(series: bool) -> None:
-        s = rng.randrange(studies)
-        url = f"{target.root}/studies/{base.study_uid(run, s)}"
-        if series:
-            url += f"/series/{base.series_uid(run, s, rng.randrange(base.SERIES_PER_STUDY))}"
-        r = target.session.get(url + "/metadata", headers={"Accept": "application/dicom+json"}, timeout=300)
-        r.raise_for_status()
+    def some_metadata(r: Any, target: Target) -> None:
         if not r.json():
             raise RuntimeError(f"{target.name}: empty metadata")
 
     meta_count = max(10, queries // 4)
-    return {"study_retrieve_mb_per_s": round(total / elapsed / 1e6, 1),
-            "study_retrieve_bytes": total,
-            "instance": quantiles(timed(one_instance, queries)),
-            "study_metadata": quantiles(timed(partial(metadata, False), meta_count)),
-            "series_metadata": quantiles(timed(partial(metadata, True), meta_count))}
+    instance = get_all(instance_urls(), ANY_TS, whole_instance, queries)
+    study_meta = get_all(metadata_urls(False, meta_count), "application/dicom+json", some_metadata,
+                         meta_count)
+    series_meta = get_all(metadata_urls(True, meta_count), "application/dicom+json", some_metadata,
+                          meta_count)
+    return [{"study_retrieve_mb_per_s": round(totals[j] / seconds[j] / 1e6, 1),
+             "study_retrieve_bytes": totals[j],
+             "instance": quantiles(instance[j]),
+             "study_metadata": quantiles(study_meta[j]),
+             "series_metadata": quantiles(series_meta[j])} for j in range(len(targets))]
 
 
-def measure(start: Callable[[], tuple[base.Server, Target]], files: list[Path], run: str, n: int,
-            queries: int) -> dict[str, Any]:
-    server, target = start()
+def measure(starts: list[Callable[[], tuple[base.Server, Target]]], files: list[Path], run: str,
+            n: int, queries: int) -> list[dict[str, Any]]:
+    """STOW into each server in turn (the others idle), then queries and retrieves paired."""
+    servers: list[base.Server] = []
+    targets: list[Target] = []
+    outs: list[dict[str, Any]] = []
     try:
         studies = max(1, n // base.INSTANCES_PER_STUDY)
         patients = max(1, studies // base.STUDIES_PER_PATIENT)
-        out: dict[str, Any] = {"stow": stow(target, files)}
-        log(f"{target.name} STOW: {out['stow']}")
-        out["qido"] = qido(target, patients, studies, queries)
-        log(f"{target.name} QIDO: {out['qido']}")
-        out.update(retrieve(target, run, studies, n, queries))
-        log(f"{target.name} WADO: { {k: v for k, v in out.items() if k not in ('stow', 'qido')} }")
-        return out
+        for start in starts:
+            server, target = start()
+            servers.append(server)
+            targets.append(target)
+            outs.append({"stow": stow(target, files)})
+            log(f"{target.name} STOW: {outs[-1]['stow']}")
+        for out, found in zip(outs, qido(targets, patients, studies, queries), strict=True):
+            out["qido"] = found
+        for out, got in zip(outs, retrieve(targets, run, studies, n, queries), strict=True):
+            out.update(got)
+        for out, target in zip(outs, targets, strict=True):
+            log(f"{target.name} QIDO: {out['qido']}")
+            log(f"{target.name} WADO: { {k: v for k, v in out.items() if k not in ('stow', 'qido')} }")
+        return outs
     finally:
-        base.stop_process(server.proc)
+        for server in servers:
+            base.stop_process(server.proc)
 
 
 def flatten(prefix: str, res: dict[str, Any]) -> dict[str, Any]:
@@ -301,21 +362,22 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         result["instance_mb"] = round(total_bytes / n / 1e6, 3)
         log(f"generated {n} CT files ({total_bytes / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f}s")
 
-        ours = measure(partial(start_dv, work / "dv", pki), files, run, n, queries)
-        result.update(flatten("dv", ours))
-        if not args.keep:
-            shutil.rmtree(work / "dv", ignore_errors=True)
+        starts = [partial(start_dv, work / "dv", pki)]
         if args.orthanc:
-            theirs = measure(partial(start_orthanc, work / "orthanc", pki), files, run, n, queries)
+            starts.append(partial(start_orthanc, work / "orthanc", pki))
+        outs = measure(starts, files, run, n, queries)
+        result.update(flatten("dv", outs[0]))
+        if args.orthanc:
             result["orthanc_version"] = "1.10 (Debian orthanc + orthanc-dicomweb)"
-            result.update(flatten("orthanc", theirs))
+            result.update(flatten("orthanc", outs[1]))
             for key in list(result):
                 if key.startswith("dv_"):
                     other = "orthanc_" + key[3:]
                     if other in result and isinstance(result[other], int | float) and result[other]:
                         result["ratio_" + key[3:]] = round(result[key] / result[other], 3)
-            if not args.keep:
-                shutil.rmtree(work / "orthanc", ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work / "dv", ignore_errors=True)
+            shutil.rmtree(work / "orthanc", ignore_errors=True)
 
         if big <= 0:
             return result
@@ -327,7 +389,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         try:
             result["dv_index_instances"] = server.count()
             big_studies = big // base.INSTANCES_PER_STUDY
-            big_qido = qido(target, big_studies // base.STUDIES_PER_PATIENT, big_studies, queries)
+            big_qido, = qido([target], big_studies // base.STUDIES_PER_PATIENT, big_studies, queries)
             log(f"dicomvault QIDO at {result['dv_index_instances']} instances: {big_qido}")
         finally:
             base.stop_process(server.proc)

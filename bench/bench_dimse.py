@@ -5,14 +5,18 @@ Prints ONE JSON line with our figures, Orthanc's, and the ratios ours/Orthanc:
 * C-STORE over TLS (mutual TLS, BCP195 suites) of N synthetic 512x512 16-bit CT
   instances (~0.5 MB each; default N = 2,000) sent by DCMTK ``storescu`` over
   1 and over 4 parallel associations: instances/s and MB/s (wall clock from the
-  first ``storescu`` start to the last exit; every instance must be acknowledged
-  and found in the server's index afterwards, else the run fails); ``storescu``
+  first ``storescu`` start to the last exit, summed over 4 slices of the files:
+  both servers run at once and take turns per slice, the order alternating, so
+  a shared machine's drift in speed hits both alike; every instance must be
+  acknowledged and found in the server's index afterwards, else the run fails); ``storescu``
   runs with ``TCP_NODELAY=1`` too (DCMTK reads it), so the client's own Nagle
   stalls are not timed;
 * peak RSS of each server process during ingest (max of sampled VmRSS and VmHWM);
 * C-FIND at STUDY level (Study Root), by PatientID and by PatientName wildcard:
   p50/p95 over Q queries sent by pynetdicom in-process over one TLS association
-  (process start excluded), against the data of the 4-association run;
+  per server (process start excluded), against the data of the 4-association
+  runs: both servers run at once and each query goes to both in turn (order
+  alternating), so a shared machine's drift in speed hits both alike;
 * dicomvault's C-FIND p50/p95 on an index of 100,000 instances (see ``--seed``);
 * audit overhead: C-STORE rate (1 association, N/2 instances) with auditing on
   divided by the rate of a run whose ``AuditTrail.append`` is a no-op (bench-only
@@ -81,6 +85,8 @@ SCU_AE = "BENCHSCU"
 DV_AE = "DICOMVAULT"
 ORTHANC_AE = "ORTHANC"
 DV_PORT, DV_HTTP_PORT = 11112, 18443
+#: Slices of the C-STORE workload, each server taking its turn per slice (``store_rounds``).
+ROUNDS = 4
 #: ``dimse.workers`` as an operator would set it on this machine: one per core.
 DV_WORKERS = int(os.environ.get("DICOMVAULT_BENCH_WORKERS", os.cpu_count() or 1))
 ORTHANC_PORT, ORTHANC_HTTP_PORT = 4242, 8042
@@ -511,6 +517,32 @@ def store(server: Server, p: Pki, files: list[Path], associations: int, total_by
             "seconds": round(elapsed, 2), "peak_rss_mb": peak}
 
 
+def store_rounds(servers: list[Server], p: Pki, files: list[Path], associations: int,
+                 rounds: int = ROUNDS) -> list[dict[str, float]]:
+    """``store`` into each server in ``rounds`` slices of ``files``, the servers taking turns
+    (order alternating), so a shared machine's drift in speed hits them alike; per server
+    the rate over its own timed seconds and the peak RSS of its slices."""
+    slices = [files[r::rounds] for r in range(rounds)] if len(servers) > 1 else [files]
+    parts: list[list[dict[str, float]]] = [[] for _ in servers]
+    for r, chunk in enumerate(slices):
+        order = range(len(servers)) if r % 2 == 0 else reversed(range(len(servers)))
+        for j in order:
+            size = sum(f.stat().st_size for f in chunk)
+            sub = Server(servers[j].name, servers[j].proc, servers[j].port, servers[j].called_ae,
+                         servers[j].count, servers[j].folder / f"round{r}")
+            sub.folder.mkdir(exist_ok=True)
+            parts[j].append(store(sub, p, chunk, associations, size))
+    out = []
+    total_bytes = sum(f.stat().st_size for f in files)
+    for runs in parts:
+        seconds = sum(run["seconds"] for run in runs)
+        out.append({"instances_per_s": round(len(files) / seconds, 1),
+                    "mb_per_s": round(total_bytes / seconds / 1e6, 1),
+                    "seconds": round(seconds, 2),
+                    "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)})
+    return out
+
+
 # -- C-FIND ---------------------------------------------------------------------------------------------
 def _scu_nodelay() -> None:
     """TCP_NODELAY on the pynetdicom SCU's sockets (bench client only).
@@ -536,8 +568,14 @@ def _scu_nodelay() -> None:
     AssociationSocket._create_socket = create  # type: ignore[method-assign]
 
 
-def find_latency(server: Server, p: Pki, patients: int, queries: int, seed: int = 7) -> dict[str, Any]:
-    """STUDY-level Study Root C-FIND over one TLS association: p50/p95 in ms per key kind."""
+def find_latency(servers: list[Server], p: Pki, patients: int, queries: int,
+                 seed: int = 7) -> list[dict[str, Any]]:
+    """STUDY-level Study Root C-FIND, one TLS association per server: p50/p95 in ms per key kind.
+
+    With several servers (ours and Orthanc, each holding the same instances) every
+    query goes to each of them in turn, the order alternating, so that the drift of a
+    shared machine's speed hits them alike; one result per server, in order.
+    """
     from pydicom.dataset import Dataset
     from pynetdicom import AE
 
@@ -547,16 +585,33 @@ def find_latency(server: Server, p: Pki, patients: int, queries: int, seed: int 
     ae = AE(ae_title=SCU_AE)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
-    assoc = ae.associate("127.0.0.1", server.port, ae_title=server.called_ae,
-                         tls_args=(client_context(p), "localhost"))
-    if not assoc.is_established:
-        raise RuntimeError(f"{server.name}: C-FIND association not established")
+    assocs = []
+    for server in servers:
+        assoc = ae.associate("127.0.0.1", server.port, ae_title=server.called_ae,
+                             tls_args=(client_context(p), "localhost"))
+        if not assoc.is_established:
+            raise RuntimeError(f"{server.name}: C-FIND association not established")
+        assocs.append(assoc)
     rng = random.Random(seed)
-    result: dict[str, Any] = {}
+    results: list[dict[str, Any]] = [{} for _ in servers]
+
+    def one(k: int, ds: Any) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        n = 0
+        for status, identifier in assocs[k].send_c_find(ds, StudyRootQueryRetrieveInformationModelFind):
+            code = getattr(status, "Status", None)
+            if code is None:
+                raise RuntimeError(f"{servers[k].name}: C-FIND got no response")
+            if code in (0xFF00, 0xFF01):
+                n += identifier is not None
+            elif code != 0x0000:
+                raise RuntimeError(f"{servers[k].name}: C-FIND status 0x{code:04X}")
+        return (time.perf_counter() - t0) * 1000, n
+
     try:
         for kind in ("patient_id", "patient_name_wildcard"):
-            times: list[float] = []
-            matches: list[int] = []
+            times: list[list[float]] = [[] for _ in servers]
+            matches: list[list[int]] = [[] for _ in servers]
             for q in range(queries + 5):
                 pt = rng.randrange(patients)
                 ds = Dataset()
@@ -569,28 +624,22 @@ def find_latency(server: Server, p: Pki, patients: int, queries: int, seed: int 
                 ds.StudyDescription = ""
                 ds.ModalitiesInStudy = ""
                 ds.NumberOfStudyRelatedInstances = ""
-                t0 = time.perf_counter()
-                n = 0
-                for status, identifier in assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind):
-                    code = getattr(status, "Status", None)
-                    if code is None:
-                        raise RuntimeError(f"{server.name}: C-FIND got no response")
-                    if code in (0xFF00, 0xFF01):
-                        n += identifier is not None
-                    elif code != 0x0000:
-                        raise RuntimeError(f"{server.name}: C-FIND status 0x{code:04X}")
-                elapsed = (time.perf_counter() - t0) * 1000
-                if q >= 5:  # the first few warm caches on both sides
-                    times.append(elapsed)
-                    matches.append(n)
-            if not any(matches):
-                raise RuntimeError(f"{server.name}: C-FIND {kind} matched nothing")
-            qs = statistics.quantiles(times, n=100, method="inclusive")
-            result[kind] = {"p50_ms": round(qs[49], 2), "p95_ms": round(qs[94], 2),
-                            "mean_matches": round(sum(matches) / len(matches), 1)}
+                order = range(len(servers)) if q % 2 == 0 else reversed(range(len(servers)))
+                for k in order:
+                    elapsed, n = one(k, ds)
+                    if q >= 5:  # the first few warm caches on both sides
+                        times[k].append(elapsed)
+                        matches[k].append(n)
+            for k, server in enumerate(servers):
+                if not any(matches[k]):
+                    raise RuntimeError(f"{server.name}: C-FIND {kind} matched nothing")
+                qs = statistics.quantiles(times[k], n=100, method="inclusive")
+                results[k][kind] = {"p50_ms": round(qs[49], 2), "p95_ms": round(qs[94], 2),
+                                    "mean_matches": round(sum(matches[k]) / len(matches[k]), 1)}
     finally:
-        assoc.release()
-    return result
+        for assoc in assocs:
+            assoc.release()
+    return results
 
 
 # -- seeding the large index ----------------------------------------------------------------------
@@ -688,23 +737,29 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         theirs: dict[str, Any] = {}
         for assocs in (1, 4):
             with running(partial(start_dicomvault, work / f"dv{assocs}", p)) as srv:
-                ours[f"store_{assocs}"] = store(srv, p, files, assocs, total_bytes)
-                log(f"dicomvault {assocs} assoc: {ours[f'store_{assocs}']}")
-                if assocs == 4:
-                    ours["find"] = find_latency(srv, p, patients, queries)
-                    log(f"dicomvault C-FIND: {ours['find']}")
+                if args.orthanc:
+                    # Both run at once and take turns over slices of the files; after the
+                    # 4-association runs both hold the same instances and answer the C-FIND
+                    # queries in turn.
+                    with running(partial(start_orthanc, work / f"orthanc{assocs}", p)) as other:
+                        result["orthanc_version"] = orthanc_version()
+                        ours[f"store_{assocs}"], theirs[f"store_{assocs}"] = store_rounds(
+                            [srv, other], p, files, assocs)
+                        log(f"{assocs} assoc: dicomvault {ours[f'store_{assocs}']}; "
+                            f"orthanc {theirs[f'store_{assocs}']}")
+                        if assocs == 4:
+                            ours["find"], theirs["find"] = find_latency([srv, other], p, patients, queries)
+                            log(f"C-FIND (paired) dicomvault: {ours['find']}; orthanc: {theirs['find']}")
+                    if not args.keep:
+                        shutil.rmtree(work / f"orthanc{assocs}", ignore_errors=True)
+                else:
+                    ours[f"store_{assocs}"], = store_rounds([srv], p, files, assocs)
+                    log(f"dicomvault {assocs} assoc: {ours[f'store_{assocs}']}")
+                    if assocs == 4:
+                        ours["find"], = find_latency([srv], p, patients, queries)
+                        log(f"dicomvault C-FIND: {ours['find']}")
             if not args.keep:
                 shutil.rmtree(work / f"dv{assocs}", ignore_errors=True)
-            if args.orthanc:
-                with running(partial(start_orthanc, work / f"orthanc{assocs}", p)) as srv:
-                    result["orthanc_version"] = orthanc_version()
-                    theirs[f"store_{assocs}"] = store(srv, p, files, assocs, total_bytes)
-                    log(f"orthanc {assocs} assoc: {theirs[f'store_{assocs}']}")
-                    if assocs == 4:
-                        theirs["find"] = find_latency(srv, p, patients, queries)
-                        log(f"orthanc C-FIND: {theirs['find']}")
-                if not args.keep:
-                    shutil.rmtree(work / f"orthanc{assocs}", ignore_errors=True)
         # Audit overhead: paired runs (on, off, on, off) back to back on the first half of
         # the files, so that the load of a shared machine affects both sides alike.
         half = files[: max(1, len(files) // 2)]
@@ -729,7 +784,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         log(f"seeded {big} instances in {time.perf_counter() - t0:.1f}s")
         with running(partial(start_dicomvault, work / "dv_big", p, cfg=cfg)) as srv:
             indexed = srv.count()
-            big_find = find_latency(srv, p, big // INSTANCES_PER_STUDY // STUDIES_PER_PATIENT, queries)
+            big_find, = find_latency([srv], p, big // INSTANCES_PER_STUDY // STUDIES_PER_PATIENT, queries)
             log(f"dicomvault C-FIND at {indexed} instances: {big_find}")
 
         for a in (1, 4):
