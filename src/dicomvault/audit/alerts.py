@@ -39,7 +39,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-from sqlalchemy import bindparam, func, literal, or_, select
+from sqlalchemy import bindparam, func, literal, or_, select, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -56,7 +56,7 @@ from dicomvault.audit.events import (
     user_object,
 )
 from dicomvault.audit.models import AlertState, AuditRecord, AuditSubject
-from dicomvault.audit.record import parse_time
+from dicomvault.audit.record import instance_count, parse_time
 from dicomvault.config import AuditSettings, PeerSettings
 from dicomvault.crypto.keyring import Keyring
 
@@ -82,6 +82,20 @@ _BULK_TOTAL = select(func.coalesce(func.sum(AuditRecord.instance_count), 0)).whe
     or_(*[(AuditRecord.event_code == c) & (AuditRecord.action == a) for c, a in _BULK]),
     AuditRecord.outcome == 0,
 )
+#: Width of the per-principal buckets the bulk rule counts instances in (seconds), and
+#: the longest window it reads from them (a longer window sums the records themselves).
+RATE_BUCKET_SECONDS = 10
+RATE_HORIZON_SECONDS = 7 * 86400
+_BULK_RULE = "bulk_retrieval"
+# Plain SQL that SQLite (3.24+) and PostgreSQL both accept as written.
+_BUCKET_ADD = text(
+    "INSERT INTO audit_rate_bucket (rule, subject, bucket, total) VALUES (:rule, :subject, :bucket, :n) "
+    "ON CONFLICT (rule, subject, bucket) DO UPDATE SET total = audit_rate_bucket.total + excluded.total")
+_BUCKET_PRUNE = text(
+    "DELETE FROM audit_rate_bucket WHERE rule = :rule AND subject = :subject AND bucket < :before")
+_BUCKET_SUM = text(
+    "SELECT coalesce(sum(total), 0) FROM audit_rate_bucket "
+    "WHERE rule = :rule AND subject = :subject AND bucket >= :since")
 #: Records that touch PHI for the outside-hours rule.
 _PHI_ACCESS = {"110102", "110103", "110104", "110106", "110112"}
 _NOTIFY_CAUSES = {
@@ -243,7 +257,9 @@ class AlertEngine:
                                      EventType.EMERGENCY_OVERRIDE_STARTED, user, address,
                                      "access granted by break-the-glass")
             if user and (code, body["action"]) in _BULK:
-                alerts += self._bulk(session, now, user, address)
+                if outcome == 0:
+                    self._add_to_bucket(session, now, user[:256], instance_count(body))
+                alerts += self._bulk(session, now, user[:256], address)
             if user and self.working_hours and code in _PHI_ACCESS and outcome == 0:
                 alerts += self._outside_hours(session, now, user, address)
         return alerts
@@ -273,15 +289,34 @@ class AlertEngine:
                                   f"{n} failed logins against one account within {window}s")
         return out
 
+    def _add_to_bucket(self, session: Session, now: datetime, user: str, count: int) -> None:
+        """Count a successful retrieve in its principal's bucket; drop that principal's
+        buckets older than the horizon."""
+        bucket = int(now.timestamp()) // RATE_BUCKET_SECONDS
+        conn = session.connection()
+        conn.execute(_BUCKET_ADD, {"rule": _BULK_RULE, "subject": user, "bucket": bucket, "n": count})
+        conn.execute(_BUCKET_PRUNE, {"rule": _BULK_RULE, "subject": user,
+                                     "before": bucket - RATE_HORIZON_SECONDS // RATE_BUCKET_SECONDS})
+
     def _bulk(self, session: Session, now: datetime, user: str,
               address: str | None) -> list[AuditEvent]:
+        """Sum the principal's retrieves in the window, but only when the cheap bound (its
+        buckets from the one holding the window's start) exceeds the threshold and the rule
+        has not fired in this window already: both would make the exact sum moot."""
         window = self.settings.bulk_retrieve_window_seconds
         since = now - timedelta(seconds=window)
-        total = session.connection().execute(
-            _BULK_TOTAL, {"b_user": user, "b_since": since}).scalar() or 0
-        if total <= self.settings.bulk_retrieve_threshold:
+        threshold = self.settings.bulk_retrieve_threshold
+        conn = session.connection()
+        if window <= RATE_HORIZON_SECONDS:
+            bound = conn.execute(_BUCKET_SUM, {"rule": _BULK_RULE, "subject": user,
+                                               "since": int(since.timestamp()) // RATE_BUCKET_SECONDS}
+                                 ).scalar() or 0
+            if bound <= threshold or self._fired_within(session, _BULK_RULE, user, now, window):
+                return []
+        total = conn.execute(_BULK_TOTAL, {"b_user": user, "b_since": since}).scalar() or 0
+        if total <= threshold:
             return []
-        return self._fire(session, "bulk_retrieval", user, now, window, EventType.BULK_RETRIEVAL,
+        return self._fire(session, _BULK_RULE, user, now, window, EventType.BULK_RETRIEVAL,
                           user, address, f"{total} instances retrieved by one principal "
                           f"within {window}s (threshold {self.settings.bulk_retrieve_threshold})")
 
@@ -304,10 +339,8 @@ class AlertEngine:
         cause: EventType, user: str | None, address: str | None, description: str,
     ) -> list[AuditEvent]:
         """One Security Alert per rule, key and window (window 0: every time)."""
-        key_hash = self._keyring.hmac(self._keyring.audit_key, f"alert|{rule}|{key}".encode()).hex()
-        state = session.get(AlertState, (rule, key_hash))
-        if state is not None and window_seconds and now < state.last_alert_at + timedelta(
-                seconds=window_seconds):
+        key_hash, state = self._state(session, rule, key)
+        if _within(state, now, window_seconds):
             return []
         if state is None:
             state = AlertState(rule=rule, key_hash=key_hash, last_alert_at=now, alert_count=0)
@@ -324,6 +357,14 @@ class AlertEngine:
             cause, participants, description=description, outcome=Outcome.MINOR_FAILURE,
             objects=objects, door="job", context={"rule": rule},
         )]
+
+    def _state(self, session: Session, rule: str, key: str) -> tuple[str, AlertState | None]:
+        key_hash = self._keyring.hmac(self._keyring.audit_key, f"alert|{rule}|{key}".encode()).hex()
+        return key_hash, session.get(AlertState, (rule, key_hash))
+
+    def _fired_within(self, session: Session, rule: str, key: str, now: datetime,
+                      window_seconds: int) -> bool:
+        return _within(self._state(session, rule, key)[1], now, window_seconds)
 
     def _count(self, rule: str) -> None:
         if self.metrics is not None:
@@ -362,6 +403,12 @@ class AlertEngine:
         ``chain_integrity``), which queued the notice; nothing more to do.
         """
         return None
+
+
+def _within(state: AlertState | None, now: datetime, window_seconds: int) -> bool:
+    """The rule fired for this key less than ``window_seconds`` ago (never for window 0)."""
+    return (state is not None and bool(window_seconds)
+            and now < state.last_alert_at + timedelta(seconds=window_seconds))
 
 
 def _drop_notices(session: Session) -> None:

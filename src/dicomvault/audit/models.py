@@ -95,3 +95,21 @@ class AlertState(Base):
     key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_alert_at: Mapped[datetime] = mapped_column(UtcDateTime)
     alert_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditRateBucket(Base):
+    """Instances moved by one principal per ``bucket`` (``RATE_BUCKET_SECONDS`` wide).
+
+    Derived from the chain (outside it) and kept in the append transaction, so the
+    bulk-retrieval rule bounds a principal's window total by summing a few dozen
+    buckets instead of every retrieve record in the window.
+    """
+
+    __tablename__ = "audit_rate_bucket"
+
+    rule: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: The principal's user id, as in ``audit_record.user_id`` (never patient data).
+    subject: Mapped[str] = mapped_column(String(256), primary_key=True)
+    #: Start of the bucket in seconds since the epoch, divided by the bucket width.
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -134,7 +134,8 @@ class Derived:
     subjects: frozenset[tuple[str, str]]
 
 
-def _instance_count(body: dict[str, Any]) -> int:
+def instance_count(body: dict[str, Any]) -> int:
+    """Instances a record says were moved or read (its objects' NumberOfInstances, else its context)."""
     total = 0
     for obj in body["objects"]:
         for key, value in obj["details"]:
@@ -167,7 +168,7 @@ def derive(body: dict[str, Any]) -> Derived:
         user_id=None if requestor is None else requestor["user_id"][:256],
         address=None if requestor is None or not requestor["address"] else requestor["address"][:128],
         door=body["door"][:16],
-        instance_count=_instance_count(body),
+        instance_count=instance_count(body),
         subjects=frozenset(subjects),
     )
 

@@ -40,7 +40,7 @@ from dicomvault.services.auditing import AuditSink, actor, deny_event, refusal
 from dicomvault.services.dicomfile import ParsedInstance, parse_instance
 from dicomvault.services.keys import DekCache
 from dicomvault.services.types import IngestResult
-from dicomvault.storage.base import BlobStore
+from dicomvault.storage.base import BlobInfo, BlobStore, StagedWrite
 
 #: The tables behind the models, for Core statements on the hot path.
 _PATIENTS = cast(Table, Patient.__table__)
@@ -122,16 +122,9 @@ class _InstanceRow:
     #: Instance columns known before the blob is durable.
     values: dict[str, Any]
     #: The durable blob write in progress.
-    blob: Future[_Stored]
+    blob: Future[BlobInfo]
     #: The "Instances Transferred" audit event of a successful store.
     event: ev.AuditEvent
-
-
-@dataclass
-class _Stored:
-    blob_key: str
-    size: int
-    blob_sha256: str
 
 
 _OVERWRITTEN = "overwritten: replaced a different object (configured)"
@@ -183,10 +176,13 @@ class Ingestor:
             raise refusal(decision)
         patient, existing = self._look_up(parsed)
         patient_id, key_id, dek = patient
-        # The durable blob write (mostly fsync wait, GIL released) runs beside the
-        # rest of the preparation (content MAC, metadata, audit event).
+        # The blob is written here; making it durable (fsync, rename: a wait with the
+        # GIL released) runs on another thread beside the rest of the preparation
+        # (content MAC, metadata, audit event).  Writing it there too only made the
+        # two threads take turns on the GIL.
         blob_key = f"{uuid.uuid4().hex[:2]}/{uuid.uuid4().hex}.dvb"
-        pending = self._blob_writer.submit(self._write_blob, blob_key, parsed, key_id, dek)
+        staged = self._stage_blob(blob_key, parsed, key_id, dek)
+        pending = self._blob_writer.submit(staged.persist)
         try:
             content_mac = hmac.new(self._keyring.index_key, parsed.dataset_bytes, hashlib.sha256).hexdigest()
             if existing is not None and existing.content_mac == content_mac:
@@ -282,20 +278,24 @@ class Ingestor:
             tokens.update(_tokens_for(blind, field, value))
         s.add_all(SearchToken(token=t, level=level, row_id=row.id) for t in tokens)
 
-    def _write_blob(self, blob_key: str, parsed: ParsedInstance, key_id: str, dek: DataKey) -> _Stored:
-        with self._store.write(blob_key) as writer:
+    def _stage_blob(self, blob_key: str, parsed: ParsedInstance, key_id: str, dek: DataKey) -> StagedWrite:
+        """The encrypted envelope written under ``blob_key``, not yet durable."""
+        staged = self._store.stage(blob_key)
+        try:
             envelope.encrypt_stream(dek, parsed.sop_instance_uid.encode(), [parsed.part10],
-                                    writer.write, key_id=key_id)
-        info = writer.info
-        return _Stored(blob_key, len(parsed.part10), info.sha256)
+                                    staged.write, key_id=key_id)
+        except BaseException:
+            staged.discard()
+            raise
+        return staged
 
-    def _discard(self, pending: Future[_Stored]) -> None:
-        """Remove the blob of an ingest that will not commit (once its write is done)."""
+    def _discard(self, pending: Future[BlobInfo]) -> None:
+        """Remove the blob of an ingest that will not commit (once it is durable)."""
         try:
             stored = pending.result()
-        except Exception:  # noqa: BLE001 - the write failed: nothing to remove
+        except Exception:  # noqa: BLE001 - persisting failed: the temp file is gone already
             return
-        self._store.delete(stored.blob_key)
+        self._store.delete(stored.key)
 
     def _commit_with_retry(self, parsed: ParsedInstance, patient: tuple[int, str, DataKey],
                            row: _InstanceRow, collection: str | None) -> Literal["stored", "overwritten"]:
@@ -367,7 +367,7 @@ class Ingestor:
             conn.execute(_COUNT_IN_STUDY, {"b_id": study_id, "b_now": utcnow()})
         self._audit.append([event], session=s)
         # The blob is durable by now (ingest waited for it before the transaction).
-        values = dict(row.values, blob_sha256=row.blob.result().blob_sha256)
+        values = dict(row.values, blob_sha256=row.blob.result().sha256)
         if existing is not None:
             conn.execute(_REPLACE_INSTANCE, dict(values, b_id=existing.id))
         else:

@@ -40,9 +40,23 @@ class BlobWriter(Protocol):
     def info(self) -> BlobInfo: ...
 
 
+class StagedWrite(BlobWriter, Protocol):
+    def persist(self) -> BlobInfo:
+        """Make the written blob durable and visible under its key (raises on failure)."""
+        ...
+
+    def discard(self) -> None:
+        """Drop the written bytes (a no-op once persisted)."""
+        ...
+
+
 class BlobStore(Protocol):
     def write(self, key: str) -> AbstractContextManager[BlobWriter]:
         """Open a durable writer; the blob appears atomically when the block exits cleanly."""
+        ...
+
+    def stage(self, key: str) -> StagedWrite:
+        """Write now, make durable later (``persist``, possibly on another thread)."""
         ...
 
     def open(self, key: str) -> BinaryIO:

@@ -2,7 +2,9 @@
 
 Write path: temp file in the target folder → write → fsync → rename over the
 final name → fsync the folder.  A crash leaves the old state or the new one;
-stray ``*.tmp`` files are removed by ``sweep_temporary``.
+stray ``*.tmp`` files are removed by ``sweep_temporary``.  ``stage`` splits
+the path in two: the caller writes, then ``persist`` (fsync, rename, folder
+fsync) can run on another thread while the caller does other work.
 """
 
 from __future__ import annotations
@@ -29,19 +31,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _FileWriter:
-    def __init__(self, fh: BinaryIO, key: str) -> None:
-        self._fh = fh
+class StagedBlob:
+    """A blob being written to its temp file: not visible, not durable.
+
+    ``persist`` makes it both (fsync, rename to the final name, folder fsync);
+    ``discard`` removes it.  Exactly one of them must be called.
+    """
+
+    def __init__(self, fd: int, tmp: Path, final: Path, key: str) -> None:
+        self._fd: int | None = fd
+        self._tmp = tmp
+        self._final = final
         self._hash = hashlib.sha256()
         self._size = 0
         self._key = key
 
     def write(self, data: bytes) -> int:
-        # The file is unbuffered (callers write whole encrypted chunks): a raw
-        # write may be partial, so loop until every byte is written.
+        """Append ``data`` (callers write whole encrypted chunks; no buffering here)."""
+        assert self._fd is not None, "blob already persisted or discarded"
+        # A raw write may be partial: loop until every byte is written.
         view = memoryview(data)
         while view:
-            view = view[self._fh.write(view) or 0:]
+            view = view[os.write(self._fd, view):]
         self._hash.update(data)
         self._size += len(data)
         return len(data)
@@ -49,6 +60,29 @@ class _FileWriter:
     @property
     def info(self) -> BlobInfo:
         return BlobInfo(self._key, self._size, self._hash.hexdigest())
+
+    def persist(self) -> BlobInfo:
+        """Make the blob durable under its key; on failure it is discarded and the error raised."""
+        fd, self._fd = self._fd, None
+        assert fd is not None, "blob already persisted or discarded"
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self._tmp, self._final)
+            _fsync_dir(self._final.parent)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        return self.info
+
+    def discard(self) -> None:
+        """Remove the temp file (a no-op once persisted)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+            self._tmp.unlink(missing_ok=True)
 
 
 class FilesystemBlobStore:
@@ -71,7 +105,18 @@ class FilesystemBlobStore:
         return path
 
     @contextmanager
-    def write(self, key: str) -> Iterator[_FileWriter]:
+    def write(self, key: str) -> Iterator[StagedBlob]:
+        """A writer whose blob is durable when the block exits cleanly, else removed."""
+        staged = self.stage(key)
+        try:
+            yield staged
+        except BaseException:
+            staged.discard()
+            raise
+        staged.persist()
+
+    def stage(self, key: str) -> StagedBlob:
+        """A new blob under ``key`` to write, then ``persist`` (or ``discard``)."""
         final = self._path(key)
         if final.parent not in self._folders:
             final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -82,16 +127,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:  # the folder was removed behind our back
             final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as fh:
-                writer = _FileWriter(fh, key)
-                yield writer
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        return StagedBlob(fd, tmp, final, key)
 
     def open(self, key: str) -> BinaryIO:
         try:

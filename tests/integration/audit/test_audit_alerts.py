@@ -210,27 +210,39 @@ def test_brute_force_from_concurrent_writers_still_alerts_once(alerting) -> None
     assert trail.verify().ok
 
 
-def test_bulk_rule_window_sum_reads_only_the_principals_codes_in_the_window(alerting) -> None:
-    """The rule runs on every retrieve record: it must be an index range scan over the
-    principal's retrieves in the window, not a scan of its whole history (a busy service
-    account has millions of records, most of them stores under the same event code)."""
+def _capture_sums(engine):
+    """Record the statements that sum audit records or buckets (listener, remover)."""
     from sqlalchemy import event
 
-    trail, *_ = alerting
-    engine = trail.session_factory.kw["bind"]
     seen: list[tuple[str, object]] = []
 
     def capture(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "sum(audit_record.instance_count)" in statement:
+        if "sum(audit_record.instance_count)" in statement or "FROM audit_rate_bucket" in statement:
             seen.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", capture)
+    return seen, lambda: event.remove(engine, "before_cursor_execute", capture)
+
+
+def _record_sums(seen) -> list:
+    return [(st, p) for st, p in seen if "sum(audit_record.instance_count)" in st]
+
+
+def test_bulk_rule_window_sum_reads_only_the_principals_codes_in_the_window(alerting) -> None:
+    """Past the buckets' bound the rule sums the records themselves: it must be an index
+    range scan over the principal's retrieves in the window, not a scan of its whole
+    history (a busy service account has millions of records, most of them stores under
+    the same event code)."""
+    trail, *_ = alerting
+    engine = trail.session_factory.kw["bind"]
+    seen, stop = _capture_sums(engine)
     try:
-        trail.append([_at(access_event(1, user="u:eve", instances=3), T0)])
+        trail.append([_at(access_event(1, user="u:eve", instances=1500), T0)])
     finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    assert len(seen) == 1
-    statement, parameters = seen[0]
+        stop()
+    sums = _record_sums(seen)
+    assert len(sums) == 1
+    statement, parameters = sums[0]
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
@@ -239,3 +251,71 @@ def test_bulk_rule_window_sum_reads_only_the_principals_codes_in_the_window(aler
             conn.exec_driver_sql("SET enable_seqscan = off")  # tiny test tables: ask for the index plan
             plan = " ".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
     assert "ix_audit_record_user_kind_time" in plan, plan
+    assert len(_alerts(trail, "bulk_retrieval")) == 1
+
+
+def test_bulk_rule_below_its_bound_never_sums_the_records(alerting) -> None:
+    """Each retrieve counts in its principal's 10 s bucket; while the buckets since the
+    window's start stay under the threshold, the records are not read at all."""
+    from sqlalchemy import text
+
+    trail, *_ = alerting
+    engine = trail.session_factory.kw["bind"]
+    seen, stop = _capture_sums(engine)
+    try:
+        for i in range(30):
+            trail.append([_at(access_event(i, user="u:eve", instances=30), T0 + timedelta(seconds=i))])
+    finally:
+        stop()
+    assert _record_sums(seen) == []
+    assert sum("sum(total)" in st for st, _ in seen) == 30  # one bucket sum per retrieve
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT subject, bucket, total FROM audit_rate_bucket ORDER BY bucket")).all()
+    first = int(T0.timestamp()) // 10
+    assert [tuple(r) for r in rows] == [("u:eve", first, 300), ("u:eve", first + 1, 300),
+                                        ("u:eve", first + 2, 300)]
+    assert _alerts(trail, "bulk_retrieval") == []
+
+
+def test_bulk_rule_bound_over_the_edge_of_the_window_is_checked_exactly(alerting) -> None:
+    """A bucket that straddles the window's start counts records from before it: the bound
+    trips, the exact sum over the window decides (600 s window, threshold 1000)."""
+    trail, *_ = alerting
+    trail.append([_at(access_event(1, user="u:eve", instances=900), T0)])
+    # 605 s later the window starts at T0 + 5 s: the record at T0 is outside it, in the same bucket.
+    trail.append([_at(access_event(2, user="u:eve", instances=200), T0 + timedelta(seconds=605))])
+    assert _alerts(trail, "bulk_retrieval") == []
+    trail.append([_at(access_event(3, user="u:eve", instances=850), T0 + timedelta(seconds=606))])
+    assert len(_alerts(trail, "bulk_retrieval")) == 1  # 200 + 850 within the window
+
+
+def test_bulk_rule_after_firing_skips_the_sum_for_the_rest_of_the_window(alerting) -> None:
+    trail, *_ = alerting
+    trail.append([_at(access_event(1, user="u:eve", instances=1200), T0)])
+    engine = trail.session_factory.kw["bind"]
+    seen, stop = _capture_sums(engine)
+    try:
+        for i in range(5):
+            trail.append([_at(access_event(i, user="u:eve", instances=10), T0 + timedelta(seconds=1 + i))])
+    finally:
+        stop()
+    assert _record_sums(seen) == []
+    assert len(_alerts(trail, "bulk_retrieval")) == 1
+    # The next window fires again.
+    trail.append([_at(access_event(9, user="u:eve", instances=1200), T0 + timedelta(seconds=700))])
+    assert len(_alerts(trail, "bulk_retrieval")) == 2
+
+
+def test_bulk_buckets_older_than_the_horizon_are_dropped(alerting) -> None:
+    from sqlalchemy import text
+
+    from dicomvault.audit.alerts import RATE_HORIZON_SECONDS
+
+    trail, *_ = alerting
+    trail.append([_at(access_event(1, user="u:eve", instances=5), T0)])
+    trail.append([_at(access_event(2, user="u:dan", instances=5), T0)])
+    later = T0 + timedelta(seconds=RATE_HORIZON_SECONDS + 20)
+    trail.append([_at(access_event(3, user="u:eve", instances=7), later)])
+    with trail.session_factory.kw["bind"].connect() as conn:
+        rows = conn.execute(text("SELECT subject, total FROM audit_rate_bucket ORDER BY subject")).all()
+    assert [tuple(r) for r in rows] == [("u:dan", 5), ("u:eve", 7)]  # only eve's own old bucket went

@@ -69,3 +69,56 @@ def test_missing_blob_is_not_found(tmp_path: Path):
     with pytest.raises(NotFoundError):
         store.open("ab/missing.dvb")
     assert not store.exists("ab/missing.dvb")
+
+
+def test_a_staged_blob_is_invisible_until_persisted_from_another_thread(tmp_path: Path):
+    """``stage`` + ``persist``: the ingest path writes, then makes durable on its blob thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    staged = store.stage("ab/staged.dvb")
+    data = os.urandom(300_000)
+    staged.write(data)
+    assert not store.exists("ab/staged.dvb")
+    assert list(store.keys()) == []  # only the hidden temporary exists
+    with ThreadPoolExecutor(1) as pool:
+        info = pool.submit(staged.persist).result()
+    assert info.key == "ab/staged.dvb" and info.size == len(data)
+    assert info.sha256 == hashlib.sha256(data).hexdigest() == store.sha256("ab/staged.dvb")
+    assert not [p for p in (tmp_path / "blobs").rglob(".*")]
+    staged.discard()  # after persist: nothing to drop, the blob stays
+    assert store.exists("ab/staged.dvb")
+    with pytest.raises(AssertionError):
+        staged.write(b"more")  # a persisted blob takes no more bytes
+
+
+def test_a_discarded_staged_blob_leaves_nothing(tmp_path: Path):
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    staged = store.stage("ab/dropped.dvb")
+    staged.write(b"partial")
+    staged.discard()
+    staged.discard()  # idempotent
+    assert not store.exists("ab/dropped.dvb")
+    assert [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()] == []
+    with pytest.raises(AssertionError):
+        staged.persist()
+
+
+def test_a_failed_persist_removes_the_temporary(tmp_path: Path):
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    staged = store.stage("ab/lost.dvb")
+    staged.write(b"bytes")
+    (tmp_path / "blobs" / "ab").chmod(0o500)  # the rename cannot happen
+    try:
+        if os.geteuid() == 0:  # root ignores folder permissions: remove the folder instead
+            (tmp_path / "blobs" / "ab").chmod(0o700)
+            for p in (tmp_path / "blobs" / "ab").iterdir():
+                p.unlink()
+            (tmp_path / "blobs" / "ab").rmdir()
+        with pytest.raises(OSError):
+            staged.persist()
+    finally:
+        if (tmp_path / "blobs" / "ab").exists():
+            (tmp_path / "blobs" / "ab").chmod(0o700)
+    assert not store.exists("ab/lost.dvb")
+    assert [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()] == []
