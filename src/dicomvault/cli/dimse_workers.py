@@ -3,7 +3,9 @@
 The serve process binds the listening sockets and starts the workers with
 ``python -m dicomvault.cli.dimse_workers``; each inherits the sockets, builds
 its own services (database pool, DEK cache, audit trail) from the settings
-it reads on stdin, accepts associations and reports "ready" on stdout.  A
+it reads on stdin, accepts associations and reports "ready" on stdout.  The
+workers share a table of their live associations (``dimse.balance``) and take
+connections in turn by it.  A
 worker ends on SIGTERM, and also when the serve process dies (Linux
 ``PR_SET_PDEATHSIG``), so no orphan keeps a port or the keys.  Background
 jobs (audit checkpoints, syslog forwarding, the orphan sweep) stay in the
@@ -25,6 +27,7 @@ from collections.abc import Mapping
 from typing import IO, Any, cast
 
 from dicomvault.config import Settings
+from dicomvault.dimse.balance import WorkerLoad, create_table
 from dicomvault.errors import ConfigurationError
 
 MAX_WORKERS = 64
@@ -63,16 +66,19 @@ class Workers:
             raise ConfigurationError(f"dimse.workers: must be between 1 and {MAX_WORKERS}")
         self._procs: list[subprocess.Popen[bytes]] = []
         fds = {name: sock.fileno() for name, sock in sockets.items()}
-        payload = pickle.dumps((settings, dict(environ), fds))
-        for _ in range(count):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dicomvault.cli.dimse_workers"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=tuple(fds.values()),
-                env=dict(os.environ))
-            self._procs.append(proc)
-            stdin = cast(IO[bytes], proc.stdin)
-            stdin.write(payload)
-            stdin.close()
+        load_fd = create_table(count)
+        try:
+            for slot in range(count):
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "dicomvault.cli.dimse_workers"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    pass_fds=(*fds.values(), load_fd), env=dict(os.environ))
+                self._procs.append(proc)
+                stdin = cast(IO[bytes], proc.stdin)
+                stdin.write(pickle.dumps((settings, dict(environ), fds, (load_fd, count, slot))))
+                stdin.close()
+        finally:
+            os.close(load_fd)  # each worker holds its own descriptor
 
     @property
     def pids(self) -> list[int]:
@@ -126,7 +132,7 @@ def main() -> None:
 
     keep_large_blocks()
     # The pipe from our own parent, which wrote it (same user, never the network).
-    settings, environ, fds = pickle.load(sys.stdin.buffer)  # noqa: S301
+    settings, environ, fds, (load_fd, workers, slot) = pickle.load(sys.stdin.buffer)  # noqa: S301
     from dicomvault.dimse.server import DimseServer
     from dicomvault.services.context import build_services
 
@@ -135,7 +141,7 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
     services = build_services(settings, environ=environ)
     sockets: dict[str, Any] = {name: socket.socket(fileno=fd) for name, fd in fds.items()}
-    dimse = DimseServer(services, listen_sockets=sockets)
+    dimse = DimseServer(services, listen_sockets=sockets, load=WorkerLoad(load_fd, workers, slot))
     def close() -> None:
         dimse.stop()
         services.close()

@@ -11,6 +11,8 @@
   the peer may not use.
 * ``GatedAssociation``: sends ``StoredInstance`` objects byte-identical and
   runs event-driven reactors (``reactor.py``) instead of 1 ms polling loops.
+* In a worker process, the accept loop takes turns with the other workers by
+  their number of live associations (``balance.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import socket
 import ssl
 import struct
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
@@ -33,6 +36,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target  # noqa: F401  (re-exported for server.py)
 
+from dicomvault.dimse.balance import WorkerLoad
 from dicomvault.dimse.raw_store import StoredInstance, send_stored_instance
 from dicomvault.dimse.reactor import IDLE_WAIT, install_event_driven_reactors
 
@@ -55,6 +59,26 @@ def set_nodelay(sock: socket.socket) -> None:
 
 class PduTooLargeError(OSError):
     """The peer sent a PDU longer than the negotiated/allowed maximum."""
+
+
+class _Ticket:
+    """One accepted connection's place in its worker's load: given back exactly once,
+    when its association ends or when the connection fails before one starts."""
+
+    def __init__(self, load: WorkerLoad | None) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self.handed_over = False
+
+    def done(self) -> None:
+        with self._lock:
+            load, self._load = self._load, None
+        if load is not None:
+            load.left()
+
+
+#: The ticket of the connection the current thread is setting up (see ``process_request_thread``).
+_connection = threading.local()
 
 
 class LimitedSocket(AssociationSocket):
@@ -141,7 +165,16 @@ class GatedAssociation(Association):
         self.dv_services: frozenset[str] = frozenset()
         #: C-MOVE/C-GET plans keyed by Message ID (see handlers/_retrieve.py).
         self.dv_plans: dict[int, Any] = {}
+        #: Given back when this (accepted) association ends.
+        self.dv_ticket: _Ticket | None = None
         self._dv_wake = install_event_driven_reactors(self)
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.dv_ticket is not None:
+                self.dv_ticket.done()
 
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor loop, waiting on the wake event instead of sleeping 1 ms.
@@ -251,6 +284,10 @@ class GatedRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = GatedAssociation(self.ae, MODE_ACCEPTOR)
         assoc._server = self.server
+        ticket: _Ticket | None = getattr(_connection, "ticket", None)
+        if ticket is not None:
+            assoc.dv_ticket = ticket
+            ticket.handed_over = True
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         server = cast("GatedServer", self.server)
         sock = LimitedSocket(assoc, cast(socket.socket, self.request), server.max_pdu)
@@ -299,6 +336,8 @@ class GatedServer(ThreadedAssociationServer):
 
     #: A listening socket bound by the serve process (worker processes), else None.
     inherited_socket: socket.socket | None = None
+    #: This worker's slot in the shared load table (worker processes), else None.
+    load: WorkerLoad | None = None
 
     def server_bind(self) -> None:
         if self.inherited_socket is None:
@@ -316,27 +355,58 @@ class GatedServer(ThreadedAssociationServer):
         """Accept until the process ends; on an inherited socket, in a blocking ``accept``.
 
         Processes blocked in ``accept`` on one socket are woken one at a time, longest
-        waiter first, so associations alternate between the worker processes (a
-        ``select`` loop would wake them all and let the quickest take every one).
+        waiter first; with a load table, a worker holding more associations than another
+        first waits its turn (``WorkerLoad.wait_turn``), so simultaneous connections
+        spread evenly instead of going to whichever worker loops back first.
         """
         if self.inherited_socket is None:
             super().serve_forever(poll_interval)
             return
         while True:
             try:
+                if self.load is not None:
+                    self.load.wait_turn(self.inherited_socket)
                 request, client_address = self.get_request()
-            except OSError:
+            except (OSError, ValueError):
                 if self.inherited_socket.fileno() < 0:
                     return  # closed at shutdown
                 continue
+            if self.load is not None:
+                self.load.entered()
             if self.verify_request(request, client_address):
                 try:
                     self.process_request(request, client_address)
                 except Exception:  # noqa: BLE001 - one bad connection never stops the loop
+                    self._release(None)
                     self.handle_error(request, client_address)
                     self.shutdown_request(request)
             else:
+                self._release(None)
                 self.shutdown_request(request)
+
+    def _release(self, ticket: _Ticket | None) -> None:
+        """Give a connection's place in the load back (``ticket`` None: one never issued)."""
+        if ticket is not None:
+            ticket.done()
+        elif self.load is not None:
+            self.load.left()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """The connection's thread: handshake, then its association (which gives the load
+        back when it ends); a connection that fails before that gives it back here."""
+        ticket = _Ticket(self.load) if self.load is not None else None
+        _connection.ticket = ticket
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - as socketserver: log, close, go on
+            self._release(ticket)
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+        else:
+            if ticket is not None and not ticket.handed_over:
+                ticket.done()
+        finally:
+            _connection.ticket = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept; TCP_NODELAY; wrap in TLS without handshaking (done in the thread)."""

@@ -51,6 +51,7 @@ from dicomvault.dimse.association import (
     decide,
     node_authentication_event,
 )
+from dicomvault.dimse.balance import WorkerLoad
 from dicomvault.dimse.handlers._retrieve import plan_retrieve, refusal_for
 from dicomvault.dimse.handlers.echo import handle_echo
 from dicomvault.dimse.handlers.find import serve_find
@@ -143,11 +144,14 @@ def _timed(handler: Any, service: str, metrics: Any) -> Any:
 class DimseServer:
     """DIMSE listeners over one ``Services`` container (PS3.7, PS3.8, PS3.15 B.9)."""
 
-    def __init__(self, services: Any, listen_sockets: Mapping[str, socket.socket] | None = None) -> None:
-        """``listen_sockets`` ("tls", "plain"): sockets bound by the serve process, for a worker."""
+    def __init__(self, services: Any, listen_sockets: Mapping[str, socket.socket] | None = None,
+                 load: WorkerLoad | None = None) -> None:
+        """``listen_sockets`` ("tls", "plain"): sockets bound by the serve process, for a worker;
+        ``load``: that worker's slot in the table the workers balance associations by."""
         self.services = services
         self.settings = services.settings
         self._listen_sockets = dict(listen_sockets or {})
+        self._load = load
         self._ae: GatedAE | None = None
         self._servers: list[GatedServer] = []
         self._tls_server: GatedServer | None = None
@@ -197,7 +201,8 @@ class DimseServer:
         assert self._ae is not None  # noqa: S101
         server_class: type[GatedServer] = GatedServer
         if inherited is not None:
-            server_class = type("InheritedGatedServer", (GatedServer,), {"inherited_socket": inherited})
+            server_class = type("InheritedGatedServer", (GatedServer,),
+                                {"inherited_socket": inherited, "load": self._load})
         server: GatedServer = self._ae.make_server(  # type: ignore[assignment]
             address, ae_title=self.settings.dimse.ae_title, contexts=contexts,
             ssl_context=ssl_context, evt_handlers=handlers, server_class=server_class,

@@ -1,7 +1,7 @@
 """``dimse.workers = 2``: two processes share the DICOM port, and die with ``serve``.
 
-Associations are shared between the workers (each process blocked in
-``accept`` is woken in turn), every C-STORE is acknowledged and indexed, the
+Associations are shared evenly between the workers (they take connections
+in turn by their number of live associations), every C-STORE is acknowledged and indexed, the
 serve process itself holds no association, and a SIGKILL of the serve
 process takes its workers down with it (no orphan keeps the port or keys).
 (Whether the port then refuses connections is not asserted: another process
@@ -74,24 +74,72 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_two_workers_share_the_port_and_die_with_serve(tmp_path):
+def _start_serve(tmp_path: Path, workers: int = 2) -> tuple[subprocess.Popen[bytes], int, object]:
+    """``dicomvault serve`` with ``workers`` DIMSE workers, once it reports ready."""
     pki = make_pki(tmp_path / "pki", ("scu",))
     port = free_port()
     config = write_config(tmp_path / "dicomvault.toml", tmp_path / "data", pki, port=port,
                           peers=peer_toml("SCU"), extra=f"\n[http]\nport = {free_port()}\n")
     init = subprocess.run([*CLI, "init", "--config", str(config)], capture_output=True, timeout=120)
     assert init.returncode == 0, init.stderr.decode()[-2000:]
-    env = dict(os.environ, DICOMVAULT_DIMSE__WORKERS="2", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, DICOMVAULT_DIMSE__WORKERS=str(workers), PYTHONUNBUFFERED="1")
     serve = subprocess.Popen([*CLI, "serve", "--config", str(config)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env, start_new_session=True)
+    assert serve.stdout is not None
+    for raw in iter(serve.stdout.readline, b""):  # "ready" comes after the workers are
+        if raw.strip() == b"ready":
+            break
+    else:
+        serve.wait(10)
+        pytest.fail("serve exited: " + (serve.stderr.read().decode()[-2000:] if serve.stderr else ""))
+    return serve, port, pki
+
+
+def _kill(serve: subprocess.Popen[bytes], workers: list[int]) -> None:
+    for pid in [serve.pid, *workers]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    serve.wait(10)
+
+
+def test_simultaneous_associations_spread_evenly_over_the_workers(tmp_path):
+    """Four peers connecting at once get two associations per worker, round after round,
+    also after connections that failed their TLS handshake (their places are given back)."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    serve, port, pki = _start_serve(tmp_path)
+    workers = _children(serve.pid)
+    try:
+        assert len(workers) == 2
+        door = _Door(port, pki)
+        contexts = [build_context(CTImageStorage, [ExplicitVRLittleEndian])]
+        for round_ in range(3):
+            for _ in range(3):  # not TLS: the handshake fails in the worker that accepted it
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+                    plain.sendall(b"\x01\x00\x00\x00\x00\x10" + b"\x00" * 16)
+                    plain.recv(64)
+            with ThreadPoolExecutor(4) as pool:
+                assocs = list(pool.map(lambda _: connect(door, contexts=contexts), range(4)))
+            try:
+                assert all(a.is_established for a in assocs)
+                established = _established_inodes(port)
+                held = sorted(len(_socket_inodes(pid) & established) for pid in workers)
+                assert held == [2, 2], f"round {round_}: {held}"
+            finally:
+                for assoc in assocs:
+                    assoc.release()
+            time.sleep(0.3)  # the released associations' threads end and give their places back
+    finally:
+        _kill(serve, workers)
+
+
+def test_two_workers_share_the_port_and_die_with_serve(tmp_path):
+    serve, port, pki = _start_serve(tmp_path)
     workers: list[int] = []
     try:
-        assert serve.stdout is not None
-        for raw in iter(serve.stdout.readline, b""):  # "ready" comes after the workers are
-            if raw.strip() == b"ready":
-                break
-        else:
-            pytest.fail("serve exited: " + (serve.stderr.read().decode()[-2000:] if serve.stderr else ""))
         workers = _children(serve.pid)
         assert len(workers) == 2
 
@@ -103,9 +151,8 @@ def test_two_workers_share_the_port_and_die_with_serve(tmp_path):
             established = _established_inodes(port)
             held = {pid: len(_socket_inodes(pid) & established) for pid in [serve.pid, *workers]}
             assert held[serve.pid] == 0, held
-            # both serve: each blocked accept is woken in turn, but a worker still busy
-            # handing its last connection over may miss a turn on a loaded machine
-            assert all(held[w] >= 1 for w in workers) and sum(held.values()) == 4, held
+            # both serve, two each: the workers take connections in turn by their load
+            assert all(held[w] == 2 for w in workers) and sum(held.values()) == 4, held
             for assoc in assocs:
                 ds, data = make_ct(PatientName="WORKER^TEST")
                 assert store_bytes(assoc, CTImageStorage, ds.SOPInstanceUID,
@@ -122,12 +169,7 @@ def test_two_workers_share_the_port_and_die_with_serve(tmp_path):
         alive = {w: Path(f"/proc/{w}/stat").read_text() for w in workers if _alive(w)}
         assert not alive, f"workers outlived the serve process: {alive}"
     finally:
-        for pid in [serve.pid, *workers]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        serve.wait(10)
+        _kill(serve, workers)
 
     # Everything acknowledged is in the index (a fresh serve is not needed to read it).
     import sqlite3
