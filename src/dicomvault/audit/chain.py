@@ -39,6 +39,7 @@ from dicomvault.errors import DicomVaultError, UnavailableError
 from dicomvault.index.base import utcnow
 from dicomvault.index.db import unit_of_work
 from dicomvault.index.group_commit import GroupCommitter
+from dicomvault.index.prepared import Prepared
 
 if TYPE_CHECKING:
     from dicomvault.audit.checkpoint import Checkpoint
@@ -76,10 +77,10 @@ class AlertSink(Protocol):
 _RECORDS = cast(Table, AuditRecord.__table__)
 _SUBJECTS = cast(Table, AuditSubject.__table__)
 _OUTBOX = cast(Table, SyslogOutbox.__table__)
-# Built once: every request of every door appends, and a prebuilt statement
-# skips construction and cache-key generation.
-_INSERTS = (insert(_RECORDS), insert(_SUBJECTS), insert(_OUTBOX))
-_SELECT_HEAD = select(_RECORDS.c.seq, _RECORDS.c.hash).order_by(_RECORDS.c.seq.desc()).limit(1)
+# Built once and run on the driver cursor (``index.prepared``): every request of
+# every door appends.
+_INSERTS = (Prepared(insert(_RECORDS)), Prepared(insert(_SUBJECTS)), Prepared(insert(_OUTBOX)))
+_SELECT_HEAD = Prepared(select(_RECORDS.c.seq, _RECORDS.c.hash).order_by(_RECORDS.c.seq.desc()).limit(1))
 
 
 @dataclass
@@ -99,7 +100,7 @@ def lock_head(session: Session) -> None:
 
 
 def read_head(session: Session) -> tuple[int, bytes]:
-    row = session.connection().execute(_SELECT_HEAD).first()
+    row = _SELECT_HEAD.first(session.connection())
     return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
 
@@ -229,12 +230,11 @@ class AuditTrail:
                 appended.append(Appended(seq, event, body))
                 if depth == 0:
                     written.append(seq)
-            # Core executemany on the session's connection: the same transaction,
-            # without the ORM unit of work (this runs for every request).
+            # On the session's connection: the same transaction, without the ORM
+            # unit of work (this runs for every request).
             for statement, values in zip(_INSERTS, (rows.records, rows.subjects, rows.outbox),
                                               strict=True):
-                if values:
-                    conn.execute(statement, values)
+                statement.executemany(conn, values)
             depth += 1
             alerts: list[AuditEvent] = []
             if depth <= 2:  # alerts about alerts stop here
