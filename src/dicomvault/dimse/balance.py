@@ -23,8 +23,12 @@ import time
 
 #: Longest a pending connection is left for a less loaded worker (seconds).
 MAX_DEFER = 0.05
-#: How often a deferring worker looks again (seconds).
+#: How often a deferring worker looks again while a connection is pending (seconds).
 TURN_POLL = 0.002
+#: How long a busier worker waits for a connection to appear before re-reading the loads
+#: (seconds): a pending connection wakes it at once, so this only bounds idle wake-ups,
+#: each of which takes the GIL from the worker's associations.
+IDLE_POLL = 0.05
 _SLOT = struct.Struct("=q")
 
 
@@ -74,7 +78,7 @@ class WorkerLoad:
         has been pending for ``MAX_DEFER`` seconds without another worker taking it."""
         pending_since: float | None = None
         while not self.least_loaded():
-            if not select.select([sock], [], [], TURN_POLL)[0]:
+            if not select.select([sock], [], [], IDLE_POLL)[0]:
                 pending_since = None  # nothing waiting (or another worker took it)
                 continue
             now = time.monotonic()
