@@ -105,7 +105,9 @@ class MultipartReader:
                     return
                 tail = bytes(self._buf[after:after + 2])
                 if self._state == "body":
-                    content = bytes(self._buf[:idx])
+                    # One copy (a bytearray slice would copy twice); the view is gone
+                    # before the buffer is resized below.
+                    content = bytes(memoryview(self._buf)[:idx])
                     self.parts_seen += 1
                     yield Part(self._headers, content)
                 if tail == b"--":
