@@ -115,7 +115,8 @@ class Instance(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     #: SHA-256 of the stored ciphertext (fixity checks).
     blob_sha256: Mapped[str] = mapped_column(String(64))
-    #: Keyed HMAC of the plaintext (duplicate detection without a plaintext hash).
+    #: Keyed HMAC of the plaintext dataset, on rows stored by earlier versions; "" on
+    #: newer rows, whose duplicates are compared with the decrypted stored object.
     content_mac: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     #: The instance's WADO-RS metadata (PS3.18 F.2 JSON), sealed under the patient DEK,

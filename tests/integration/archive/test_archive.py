@@ -96,6 +96,67 @@ def test_duplicate_different_bytes_refused_and_original_kept(services, technolog
     assert services.archive.read_part10(refs[0])[128:] == data[128:]
 
 
+def _with_changed_pixel(data: bytes) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    pixels = bytearray(ds.PixelData)
+    pixels[-1] ^= 0x01  # one bit of the last pixel: the header is unchanged
+    ds.PixelData = bytes(pixels)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_duplicates_are_compared_byte_for_byte_with_the_stored_object(services, technologist):
+    """New rows keep no content MAC (it is ""): a repeated SOP Instance UID is compared with
+    the decrypted stored object, pixel data included, whichever door each copy came through."""
+    data = make_instance()
+    first = services.archive.ingest(technologist, data, door="test")
+    with services.engine.connect() as conn:
+        assert conn.execute(select(Instance.content_mac)).scalar_one() == ""
+    ts, dataset = split_part10(data)
+    again = services.archive.ingest(technologist, dataset, door="dimse", dataset_transfer_syntax=ts)
+    assert (first.status, again.status) == ("stored", "duplicate")
+    blobs = sorted(services.store.keys())
+    with pytest.raises(ConflictError):
+        services.archive.ingest(technologist, _with_changed_pixel(data), door="test")
+    assert sorted(services.store.keys()) == blobs
+    refs = services.archive.locate(technologist, "STUDY", {"StudyInstanceUID": first.study_instance_uid},
+                                   door="test", purpose="test")
+    assert services.archive.read_part10(refs[0])[128:] == data[128:]
+
+
+def test_rows_with_a_content_mac_from_earlier_versions_still_deduplicate(services, technologist):
+    import hashlib
+    import hmac
+
+    from sqlalchemy import update
+
+    data = make_instance()
+    services.archive.ingest(technologist, data, door="test")
+    _ts, dataset = split_part10(data)
+    mac = hmac.new(services.keyring.index_key, dataset, hashlib.sha256).hexdigest()
+    with services.engine.begin() as conn:  # as an earlier version stored it
+        conn.execute(update(Instance).values(content_mac=mac))
+    assert services.archive.ingest(technologist, data, door="test").status == "duplicate"
+    with services.engine.begin() as conn:  # a MAC that does not match: refused, not read
+        conn.execute(update(Instance).values(content_mac="0" * 64))
+    with pytest.raises(ConflictError):
+        services.archive.ingest(technologist, data, door="test")
+
+
+def test_a_tampered_stored_object_is_never_taken_for_a_duplicate(services, technologist):
+    data = make_instance()
+    services.archive.ingest(technologist, data, door="test")
+    (key,) = list(services.store.keys())
+    path = services.store.root / key
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ConflictError):
+        services.archive.ingest(technologist, data, door="test")
+    assert list(services.store.keys()) == [key]
+
+
 def test_overwrite_when_configured_replaces_object(settings_factory, keyring, technologist):
     from dicomvault.index.migrate import upgrade
     from dicomvault.services.context import build_services
