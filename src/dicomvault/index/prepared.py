@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Delete, Insert, Select, Update
+from sqlalchemy import Connection, Delete, Insert, LargeBinary, Select, Update
 from sqlalchemy.sql.compiler import Compiled
 
 Statement = Select[Any] | Insert | Update | Delete
@@ -59,7 +59,10 @@ class Prepared:
         binds: dict[str, Processor] = {}
         fixed: dict[str, Any] = {}
         for name, bind in getattr(compiled, "binds", {}).items():
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            impl = bind.type.dialect_impl(dialect)
+            # sqlite3 and psycopg bind ``bytes`` as BLOB / bytea themselves; the
+            # type's processor only wraps each value in the driver's Binary().
+            processor = None if isinstance(impl, LargeBinary) else impl.bind_processor(dialect)
             if processor is not None:
                 binds[name] = processor
             if not bind.required and name not in keys:
