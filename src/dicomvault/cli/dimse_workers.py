@@ -7,7 +7,8 @@ it reads on stdin, accepts associations and reports "ready" on stdout.  The
 workers share a table of their live associations (``dimse.balance``) and take
 connections in turn by it.  A
 worker ends on SIGTERM, and also when the serve process dies (Linux
-``PR_SET_PDEATHSIG``), so no orphan keeps a port or the keys.  Background
+``PR_SET_PDEATHSIG``, and a look at its parent every half second), so no
+orphan keeps a port or the keys.  Background
 jobs (audit checkpoints, syslog forwarding, the orphan sweep) stay in the
 serve process.
 """
@@ -33,6 +34,8 @@ from dicomvault.errors import ConfigurationError
 MAX_WORKERS = 64
 #: Longest a worker spends closing its associations and services on SIGTERM.
 STOP_GRACE_SECONDS = 5.0
+#: How often a worker's main thread checks for a stop request and for its parent.
+PARENT_CHECK_SECONDS = 0.5
 _PR_SET_PDEATHSIG = 1
 _READY = b"ready\n"
 
@@ -150,7 +153,12 @@ def main() -> None:
         dimse.start()
         sys.stdout.buffer.write(_READY)
         sys.stdout.buffer.flush()
-        stop.wait()
+        # A bounded wait: a signal delivered to another thread runs its handler only
+        # once this thread runs Python again, and a parent gone without the death
+        # signal (it was lost, or came from a thread that exited) is noticed too.
+        while not stop.wait(PARENT_CHECK_SECONDS):
+            if os.getppid() != parent:
+                break
     finally:
         # Bounded: an association caught half-way through its teardown can keep
         # pynetdicom's abort waiting; the process ends anyway (the OS closes its sockets).
