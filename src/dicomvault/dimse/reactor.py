@@ -28,9 +28,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu import A_ABORT_RQ
+
+from dicomvault.dimse.receive import ViewDimseProvider, pdata_from_pdu
 
 LOG = logging.getLogger(__name__)
 
@@ -81,6 +84,16 @@ class EventDrivenDUL(DULServiceProvider):
             self._kill_thread = True
             self.wake()
         return bool(super().stop_dul())
+
+    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
+        """A P-DATA-TF as views of the received PDU (``receive.pdata_from_pdu``, Evt10);
+        other PDUs, or any PDU an event handler wants to see, as pynetdicom decodes them."""
+        if (bytestream[:1] == b"\x04" and not self.assoc.get_handlers(evt.EVT_DATA_RECV)
+                and not self.assoc.get_handlers(evt.EVT_PDU_RECV)):
+            pdu = pdata_from_pdu(bytestream)
+            if pdu is not None:
+                return pdu, "Evt10"
+        return super()._decode_pdu(bytestream)  # type: ignore[no-any-return]
 
     def run_reactor(self) -> None:
         """pynetdicom's DUL loop with the 1 ms sleep replaced by a blocking wait."""
@@ -161,5 +174,6 @@ def install_event_driven_reactors(assoc: Any) -> threading.Event:
     """
     wake = threading.Event()
     assoc.dul = EventDrivenDUL(assoc, wake.set)
+    ViewDimseProvider.install(assoc.dimse)
     assoc.dimse.msg_queue = WakingQueue(wake.set)
     return wake
