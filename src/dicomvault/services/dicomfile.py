@@ -75,6 +75,54 @@ def _scan_meta(data: bytes) -> tuple[int, str]:
     raise InvalidInputError("file meta information is truncated")
 
 
+#: PS3.5 7.1.2: explicit VRs with a 4-byte length (those of ``_LONG_VRS`` and the 64-bit ones).
+_DATASET_LONG_VRS = _LONG_VRS | {b"SV", b"UV"}
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+#: PS3.5 6.2: every VR; anything else where an explicit VR belongs means the data set is
+#: not what its transfer syntax says (pydicom then guesses: leave it to pydicom).
+_VRS = frozenset(vr.encode() for vr in (
+    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
+    "UN UR US UT UV").split())
+
+
+def scan_leading_uids(data: bytes, implicit_vr: bool, last_tag: int,
+                      wanted: tuple[int, ...]) -> dict[int, str] | None:
+    """Values of the ``wanted`` UI elements among a Little Endian data set's first
+    elements, up to ``last_tag`` (PS3.5 7.1), read without pydicom.
+
+    Returns ``None`` where a hand walk is not exact (an undefined length, a value
+    past the end, a multi-valued or non-ASCII UID): the caller then uses pydicom.
+    """
+    found: dict[int, str] = {}
+    pos, size = 0, len(data)
+    while pos + 8 <= size:
+        group, element = struct.unpack_from("<HH", data, pos)
+        tag = group << 16 | element
+        if tag > last_tag:
+            break
+        if implicit_vr:
+            start, length = pos + 8, struct.unpack_from("<I", data, pos + 4)[0]
+        else:
+            vr = data[pos + 4: pos + 6]
+            if vr not in _VRS:
+                return None
+            if vr in _DATASET_LONG_VRS:
+                if pos + 12 > size:
+                    return None
+                start, length = pos + 12, struct.unpack_from("<I", data, pos + 8)[0]
+            else:
+                start, length = pos + 8, struct.unpack_from("<H", data, pos + 6)[0]
+        if length == _UNDEFINED_LENGTH or start + length > size:
+            return None
+        if tag in wanted:
+            raw = data[start: start + length]
+            if b"\\" in raw or not raw.isascii():
+                return None
+            found[tag] = raw.decode("ascii").strip("\x00 ")
+        pos = start + length
+    return found
+
+
 def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     """One group-0002 element in Explicit VR Little Endian (PS3.5 7.1.2), padded to even length."""
     if len(value) % 2:

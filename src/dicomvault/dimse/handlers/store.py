@@ -24,6 +24,7 @@ from dicomvault.dimse import status
 from dicomvault.dimse.handlers._common import principal_of, require_service
 from dicomvault.dimse.wire import C_STORE_RSP, message_pdus, response_command, send_pdus
 from dicomvault.errors import InvalidInputError
+from dicomvault.services.dicomfile import scan_leading_uids
 
 LOG = logging.getLogger(__name__)
 
@@ -42,6 +43,20 @@ class SopClassMismatchError(InvalidInputError):
 def dataset_sop_uids(data: bytes, transfer_syntax: str) -> tuple[str, str]:
     """(SOP Class UID, SOP Instance UID) read from the head of an encoded dataset."""
     ts = UID(transfer_syntax)
+    if ts.is_little_endian and not ts.is_deflated:
+        found = scan_leading_uids(data, ts.is_implicit_VR, _SOP_INSTANCE_TAG,
+                                  (_SOP_CLASS_TAG, _SOP_INSTANCE_TAG))
+        if found is not None:
+            values = (found.get(_SOP_CLASS_TAG, ""), found.get(_SOP_INSTANCE_TAG, ""))
+            if not all(values):
+                raise InvalidInputError("data set lacks SOP Class or SOP Instance UID")
+            return values
+    return pydicom_sop_uids(data, ts)
+
+
+def pydicom_sop_uids(data: bytes, ts: UID) -> tuple[str, str]:
+    """``dataset_sop_uids`` through pydicom's reader: deflated or Big Endian data sets, and
+    anything ``scan_leading_uids`` does not read exactly."""
     if ts.is_deflated:
         try:
             data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, _DEFLATE_PREFIX)
