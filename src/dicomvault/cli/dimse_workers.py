@@ -8,7 +8,9 @@ workers share a table of their live associations (``dimse.balance``) and take
 connections in turn by it.  A
 worker ends on SIGTERM, and also when the serve process dies (Linux
 ``PR_SET_PDEATHSIG``, and a look at its parent every half second), so no
-orphan keeps a port or the keys.  Background
+orphan keeps a port or the keys.  Each worker also
+ingests the STOW-RS parts the serve process sends it on a private socket pair
+(``services.offload``).  Background
 jobs (audit checkpoints, syslog forwarding, the orphan sweep) stay in the
 serve process.
 """
@@ -68,18 +70,26 @@ class Workers:
         if not 2 <= count <= MAX_WORKERS:
             raise ConfigurationError(f"dimse.workers: must be between 1 and {MAX_WORKERS}")
         self._procs: list[subprocess.Popen[bytes]] = []
+        #: Serve-side ends of the workers' ingest socket pairs (``services.offload``).
+        self.ingest_sockets: list[socket.socket] = []
         fds = {name: sock.fileno() for name, sock in sockets.items()}
         load_fd = create_table(count)
         try:
             for slot in range(count):
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "dicomvault.cli.dimse_workers"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    pass_fds=(*fds.values(), load_fd), env=dict(os.environ))
-                self._procs.append(proc)
-                stdin = cast(IO[bytes], proc.stdin)
-                stdin.write(pickle.dumps((settings, dict(environ), fds, (load_fd, count, slot))))
-                stdin.close()
+                ours, theirs = socket.socketpair()
+                self.ingest_sockets.append(ours)
+                try:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "dicomvault.cli.dimse_workers"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        pass_fds=(*fds.values(), load_fd, theirs.fileno()), env=dict(os.environ))
+                    self._procs.append(proc)
+                    stdin = cast(IO[bytes], proc.stdin)
+                    stdin.write(pickle.dumps((settings, dict(environ), fds, (load_fd, count, slot),
+                                              theirs.fileno())))
+                    stdin.close()
+                finally:
+                    theirs.close()  # the worker holds its own descriptor
         finally:
             os.close(load_fd)  # each worker holds its own descriptor
 
@@ -96,6 +106,11 @@ class Workers:
                 raise RuntimeError(f"DIMSE worker {proc.pid} failed to start")
 
     def stop(self, timeout: float = 15.0) -> None:
+        for sock in self.ingest_sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for proc in self._procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -135,9 +150,10 @@ def main() -> None:
 
     keep_large_blocks()
     # The pipe from our own parent, which wrote it (same user, never the network).
-    settings, environ, fds, (load_fd, workers, slot) = pickle.load(sys.stdin.buffer)  # noqa: S301
+    settings, environ, fds, (load_fd, workers, slot), ingest_fd = pickle.load(sys.stdin.buffer)  # noqa: S301
     from dicomvault.dimse.server import DimseServer
     from dicomvault.services.context import build_services
+    from dicomvault.services.offload import serve_ingest
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -151,6 +167,7 @@ def main() -> None:
 
     try:
         dimse.start()
+        serve_ingest(socket.socket(fileno=ingest_fd), services.archive.ingest)
         sys.stdout.buffer.write(_READY)
         sys.stdout.buffer.flush()
         # A bounded wait: a signal delivered to another thread runs its handler only

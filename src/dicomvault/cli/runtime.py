@@ -80,6 +80,11 @@ def run_server(settings: Settings, environ: Mapping[str, str], *,
             log(f"DIMSE (TLS) listening on {settings.dimse.host}:{settings.dimse.port} as "
                 f"{settings.dimse.ae_title} in {settings.dimse.workers} worker processes "
                 f"(pids {', '.join(map(str, workers.pids))})")
+            from dicomvault.services.offload import IngestChannel, OffloadedIngest
+
+            services.ingest_offload = OffloadedIngest(
+                [IngestChannel(sock) for sock in workers.ingest_sockets], services.archive.ingest,
+                on_stored=services.metrics.instance_stored)
         from dicomvault.web.server import WebServer
 
         web = WebServer(services)
@@ -95,6 +100,9 @@ def run_server(settings: Settings, environ: Mapping[str, str], *,
             dimse.stop()
         if workers is not None:
             workers.stop()
+        if services.ingest_offload is not None:
+            services.ingest_offload.close()
+            services.ingest_offload = None
         _activity(services, False)
         services.audit_runtime.stop()  # anchors the head with a signed checkpoint
         services.close()

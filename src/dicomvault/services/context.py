@@ -24,6 +24,7 @@ from dicomvault.index.models import Study
 from dicomvault.services.archive import ArchiveService
 from dicomvault.services.deid_export import DeidExportService
 from dicomvault.services.keys import DekCache, PatientKeys
+from dicomvault.services.offload import OffloadedIngest
 from dicomvault.storage.base import BlobStore
 from dicomvault.storage.filesystem import FilesystemBlobStore
 
@@ -46,6 +47,9 @@ class Services:
     metrics: Metrics
     audit_runtime: AuditRuntime
     extras: dict[str, Any] = field(default_factory=dict)
+    #: ``ArchiveService.ingest`` in the worker processes (``services.offload``), for STOW-RS;
+    #: set by ``serve`` when it starts ``dimse.workers`` >= 2 of them.
+    ingest_offload: OffloadedIngest | None = None
 
     def close(self) -> None:
         try:

@@ -176,3 +176,64 @@ def test_two_workers_share_the_port_and_die_with_serve(tmp_path):
 
     with sqlite3.connect(tmp_path / "data" / "index.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM instances").fetchone()[0] == 4
+
+
+def _written(pid: int) -> int:
+    """Bytes the process has written with write(2) and friends (``/proc/<pid>/io``)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/<pid>/io")
+
+
+def test_stow_parts_are_ingested_by_the_worker_processes(tmp_path):
+    """With workers, STOW-RS parts are stored by them (``services.offload``): the blobs are
+    written by the worker processes, the client gets the usual answer, and the index and
+    the audit trail hold every part."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    from dicomvault.access.principal import system_principal
+    from dicomvault.access.tokens import permissions_of
+    from dicomvault.config import load_settings
+    from dicomvault.services.context import build_services
+
+    serve, _port, pki = _start_serve(tmp_path)
+    workers: list[int] = []
+    try:
+        workers = _children(serve.pid)
+        settings = load_settings(tmp_path / "dicomvault.toml", {})
+        services = build_services(settings)
+        try:
+            operator = system_principal("cli")
+            user = services.identity.create_user(operator, "stow-worker", {"technologist"})
+            token = services.identity.create_api_token(operator, user.user_id, "test",
+                                                       permissions_of({"technologist"}), 1).token
+        finally:
+            services.close()
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = str(pki.ca.cert)
+        session.headers["Authorization"] = f"Bearer {token}"
+        client = DICOMwebClient(f"https://localhost:{settings.http.port}/dicomweb", session=session)
+        datasets = []
+        for _ in range(6):
+            ds, _data = make_ct(PatientName="STOW^WORKER")
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            datasets.append(ds)
+        before = {pid: _written(pid) for pid in [serve.pid, *workers]}
+        result = client.store_instances(datasets)
+        after = {pid: _written(pid) for pid in [serve.pid, *workers]}
+        assert len(result.ReferencedSOPSequence) == 6 and "FailedSOPSequence" not in result
+        blob_bytes = sum(len(ds.PixelData) for ds in datasets)
+        by_workers = sum(after[w] - before[w] for w in workers)
+        assert by_workers >= blob_bytes, (before, after)
+    finally:
+        _kill(serve, workers)
+
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "data" / "index.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM instances").fetchone()[0] == 6
+        assert db.execute("SELECT count(*) FROM audit_record WHERE event_code = '110104' "
+                          "AND door = 'dicomweb' AND outcome = 0").fetchone()[0] == 6

@@ -1,10 +1,11 @@
 """STOW-RS (PS3.18 10.5): store instances sent as multipart/related; type="application/dicom".
 
 Each part goes through ``ArchiveService.ingest`` (the same validation as
-C-STORE).  The response dataset (10.5.3, Table 10.5.3-1) lists stored
-instances in ReferencedSOPSequence and refused ones in FailedSOPSequence with
-a FailureReason (PS3.4 B.2.3 status codes).  200: all stored; 202: some
-failed; 409: none stored; 403: the principal may not store at all.
+C-STORE), in the worker processes when there are some (``services.offload``).
+The response dataset (10.5.3, Table 10.5.3-1) lists stored instances in
+ReferencedSOPSequence and refused ones in FailedSOPSequence with a FailureReason
+(PS3.4 B.2.3 status codes).  200: all stored; 202: some failed; 409: none
+stored; 403: the principal may not store at all.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def _store_one(services: Services, principal: Principal, data: bytes, study: str
         sop_class, sop_uid, study_uid, _series = _peek_uids(data)
         if study_uid and study_uid != study:
             return None, _failed(sop_class, sop_uid, STUDY_MISMATCH)
+    ingest = services.ingest_offload or services.archive.ingest
     try:
-        result = services.archive.ingest(principal, data, door="dicomweb")
+        result = ingest(principal, data, door="dicomweb")
     except DicomVaultError as exc:
         sop_class, sop_uid, _study, _series = _peek_uids(data)
         return None, _failed(sop_class, sop_uid, _reason(exc))
@@ -118,7 +120,8 @@ async def store(request: Request, services: Services, principal: Principal,
         parts.extend(reader.feed(chunk))
     reader.close()
     base = base_url(request, services)
-    limiter = asyncio.Semaphore(INGEST_CONCURRENCY)
+    offload = services.ingest_offload
+    limiter = asyncio.Semaphore(offload.capacity if offload is not None else INGEST_CONCURRENCY)
 
     async def one(content_type: str, content: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         ctype = parse_media_type(content_type)[0] if content_type else "application/dicom"
