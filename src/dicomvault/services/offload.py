@@ -13,7 +13,8 @@ The same ``ArchiveService.ingest`` runs there, with the same principal and
 door, so validation, policy, encryption and the audit record are the ones a
 local ingest makes.  A refusal (``DicomVaultError``) comes back as the same
 class with its detail and code.  If a worker is gone, its parts fail with
-``UnavailableError`` and later ones are stored by the serve process itself.
+``UnavailableError`` and later ones are stored by the serve process itself; a
+worker that does not answer within ``ANSWER_TIMEOUT_SECONDS`` fails its part.
 
 Frames are written by our own processes on a socket pair no one else holds
 (as the settings on a worker's stdin): a pickled header, then the raw bytes.
@@ -29,6 +30,7 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from dicomvault.access.principal import Principal
@@ -39,6 +41,9 @@ LOG = logging.getLogger(__name__)
 
 #: Parts one worker ingests at once (one's fsync overlaps the next one's parsing).
 PARTS_PER_WORKER = 2
+#: Longest a part waits for its worker's answer; a hung worker fails the part instead of
+#: holding the request forever (the worker may still store it: a retry is then a duplicate).
+ANSWER_TIMEOUT_SECONDS = 300.0
 _REQUEST = struct.Struct(">IQ")  # header length, data length
 _REPLY = struct.Struct(">I")
 
@@ -180,7 +185,10 @@ class OffloadedIngest:
         if not open_channels:
             return self._local(principal, data, door=door)
         channel = min(open_channels, key=lambda c: c.in_hand)
-        result = channel.submit(principal, data, door).result()
+        try:
+            result = channel.submit(principal, data, door).result(ANSWER_TIMEOUT_SECONDS)
+        except FutureTimeout:
+            raise UnavailableError("the worker process did not answer in time") from None
         if self._on_stored is not None and result.status != "duplicate":
             self._on_stored(len(data))  # the serve process's metrics count it, as for a local ingest
         return result

@@ -145,3 +145,23 @@ def test_a_worker_lost_mid_part_fails_that_part_only() -> None:
     with pytest.raises(UnavailableError):
         channel.submit(system_principal("test"), b"\0" * 64, "dicomweb")
     channel.close()
+
+
+def test_a_worker_that_never_answers_fails_the_part_in_time(monkeypatch) -> None:
+    import time
+
+    from dicomvault.access.principal import system_principal
+    from dicomvault.errors import UnavailableError
+    from dicomvault.services import offload
+
+    monkeypatch.setattr(offload, "ANSWER_TIMEOUT_SECONDS", 0.5)
+    near, far = socket.socketpair()  # the far side reads nothing and never answers
+    local_calls: list[int] = []
+    ingest = OffloadedIngest([IngestChannel(near)], lambda *a, **k: local_calls.append(1))
+    started = time.monotonic()
+    with pytest.raises(UnavailableError):
+        ingest(system_principal("test"), b"\0" * 64, door="dicomweb")
+    assert time.monotonic() - started < 5
+    assert local_calls == []  # the channel is open: the part was not stored a second way
+    far.close()
+    ingest.close()
