@@ -17,12 +17,14 @@ on the wire never depend on which path wrote them (tests compare both).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pynetdicom.pdu_primitives import P_DATA
+
+from dicomvault.dimse.identifier import IdentifierKey, keys_of
 
 #: PS3.5 7.1.2: value representations with a 2-byte reserved field and a 4-byte length.
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
@@ -95,27 +97,24 @@ class IdentifierLayout:
     with Query/Retrieve Level and, when needed, Specific Character Set (PS3.5 6.1.2.3).
     """
 
-    def __init__(self, identifier: Dataset, level: str) -> None:
+    def __init__(self, identifier: Dataset | Iterable[IdentifierKey], level: str) -> None:
         self.level = level
         #: (tag, keyword, VR) of every key taken from the row.
         self.keys: list[tuple[int, str, str]] = []
         self.supported = True
-        for elem in identifier:
-            keyword = elem.keyword
-            if not keyword or elem.tag.group in (0x0000, 0x0002):
-                continue
-            if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
-                continue
-            vr = dictionary_VR(elem.tag)
-            if (vr not in _TEXT_VRS and vr not in _BINARY_INTS and vr != "SQ"
-                    or (elem.VR == "SQ") != (vr == "SQ")):
-                self.supported = False
-            self.keys.append((int(elem.tag), keyword, vr))
-        requested = identifier.get("SpecificCharacterSet")
         self._request_charset: str | None = None
-        if requested is not None:
-            values = [requested] if isinstance(requested, str) else list(requested)
-            self._request_charset = "\\".join(str(v) for v in values)
+        for key in keys_of(identifier):
+            if key.keyword == "SpecificCharacterSet":
+                self._request_charset = key.text
+            if not key.keyword or key.tag >> 16 in (0x0000, 0x0002):
+                continue
+            if key.keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+                continue
+            vr = dictionary_VR(key.tag)
+            if (vr not in _TEXT_VRS and vr not in _BINARY_INTS and vr != "SQ"
+                    or (key.vr == "SQ") != (vr == "SQ")):
+                self.supported = False
+            self.keys.append((key.tag, key.keyword, vr))
 
     def encode(self, row: Mapping[str, object], explicit: bool) -> bytes | None:
         """The identifier of one match (PS3.5 7.1), or ``None`` where pydicom must write it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dicomvault.access.principal import Principal
+from dicomvault.dimse.identifier import dicom_string
 from dicomvault.errors import ForbiddenError
 
 
@@ -22,10 +23,4 @@ def require_service(assoc: Any, service: str) -> None:
         raise ForbiddenError(f"service {service} not allowed for this AE")
 
 
-def dicom_string(value: Any) -> str:
-    """A decoded element value back in DICOM string form (multi-values joined by ``\\``)."""
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(dicom_string(v) for v in value)
-    return str(value)
+__all__ = ["dicom_string", "principal_of", "require_service"]

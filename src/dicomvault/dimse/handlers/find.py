@@ -8,11 +8,10 @@ service's job; this module only translates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -21,7 +20,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicomvault.dimse import status
-from dicomvault.dimse.handlers._common import dicom_string, principal_of, require_service
+from dicomvault.dimse.handlers._common import principal_of, require_service
+from dicomvault.dimse.identifier import IdentifierKey, keys_of, read_identifier
 from dicomvault.dimse.wire import C_FIND_RSP, IdentifierLayout, message_pdus, response_command, send_pdus
 from dicomvault.errors import InvalidInputError
 from dicomvault.services.types import FindQuery, FindResult
@@ -35,21 +35,22 @@ LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _CONTROL_KEYWORDS = {"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"}
 
 
-def translate_identifier(identifier: Dataset, model: str) -> FindQuery:
+def translate_identifier(identifier: Dataset | Iterable[IdentifierKey], model: str) -> FindQuery:
     """C-FIND identifier → ``FindQuery`` (PS3.4 C.4.1.2.1, C.2.2.2 matching types)."""
-    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    keys = keys_of(identifier)
+    level = next((key.text for key in keys if key.keyword == "QueryRetrieveLevel"), "").strip().upper()
     if level not in LEVELS or (model == "STUDY" and level == "PATIENT"):
         raise InvalidInputError("QueryRetrieveLevel missing or not valid for the model")
     filters: dict[str, str] = {}
     return_keys: list[str] = []
-    for elem in identifier:
-        keyword = elem.keyword
-        if not keyword or keyword in _CONTROL_KEYWORDS or elem.tag.group in (0x0000, 0x0002):
+    for key in keys:
+        keyword = key.keyword
+        if not keyword or keyword in _CONTROL_KEYWORDS or key.tag >> 16 in (0x0000, 0x0002):
             continue
-        if elem.VR == "SQ" or isinstance(elem.value, Sequence):
+        if key.vr == "SQ":
             return_keys.append(keyword)  # sequence matching not supported: return only
             continue
-        value = dicom_string(elem.value).strip()
+        value = key.text.strip()
         if value and value != "*":
             filters[keyword] = value
         else:
@@ -84,8 +85,9 @@ def row_dataset(row: dict[str, object], query: FindQuery, identifier: Dataset) -
     return ds
 
 
-def _query(assoc: Any, request: Any, decode_identifier: Callable[[], Dataset],
-           services: Any) -> tuple[FindQuery, FindResult, Dataset]:
+def _query(assoc: Any, request: Any,
+           decode_identifier: Callable[[], list[IdentifierKey]],
+           services: Any) -> tuple[FindQuery, FindResult, list[IdentifierKey]]:
     """Check the peer may query, translate the identifier and run the search."""
     require_service(assoc, "find")
     principal = principal_of(assoc)
@@ -129,21 +131,31 @@ def serve_find(assoc: Any, request: Any, context: Any, services: Any) -> bool:
         return False
     syntax = context.transfer_syntax[0]
     context_id = int(context.context_id)
+    direct = syntax.is_little_endian and not syntax.is_deflated
+    decoded: list[Dataset] = []
+
+    def dataset() -> Dataset:
+        if not decoded:
+            decoded.append(decode(request.Identifier, syntax.is_implicit_VR, syntax.is_little_endian,
+                                  syntax.is_deflated))
+        return decoded[0]
+
+    def identifier_keys() -> list[IdentifierKey]:
+        stream = request.Identifier
+        keys = (read_identifier(stream.getvalue(), explicit_vr=not syntax.is_implicit_VR)
+                if direct and stream is not None else None)
+        return keys_of(dataset()) if keys is None else keys
+
     try:
-        query, result, identifier = _query(
-            assoc, request,
-            lambda: decode(request.Identifier, syntax.is_implicit_VR, syntax.is_little_endian,
-                           syntax.is_deflated),
-            services)
+        query, result, identifier = _query(assoc, request, identifier_keys, services)
         layout = IdentifierLayout(identifier, query.level)
-        direct = syntax.is_little_endian and not syntax.is_deflated
         for row in result.rows:
             if _cancelled(assoc, request.MessageID):
                 _send_status(assoc, request, context_id, status.CANCEL)
                 return True
             data = layout.encode(row, explicit=not syntax.is_implicit_VR) if direct else None
             if data is None:
-                data = encode(row_dataset(row, query, identifier), syntax.is_implicit_VR,
+                data = encode(row_dataset(row, query, dataset()), syntax.is_implicit_VR,
                               syntax.is_little_endian, syntax.is_deflated)
             if not data:
                 _send_status(assoc, request, context_id, status.FIND_UNABLE)
