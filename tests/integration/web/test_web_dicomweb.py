@@ -353,3 +353,27 @@ def test_retrieve_as_stored_declares_its_exact_length(client, tech, archive):
     assert int(one.headers["content-length"]) == len(one.content) and len(_parts(one)) == 1
     transcoded = client.get(url, headers=tech.auth)  # implicit VR stored, explicit VR LE asked
     assert "content-length" not in transcoded.headers and len(_parts(transcoded)) == 1
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "streamed"])
+def test_retrieve_records_the_transfer_once_sent(client, web_services, tech, archive, monkeypatch,
+                                                 buffered):
+    """Small bodies go out in one piece, large ones stream; either way the same bytes and
+    one "Instances Transferred" record (110104, R) after "Begin Transferring" (110102)."""
+    from dicomvault.audit.query import AuditFilter, AuditQueryService
+    from dicomvault.web.routers import wado
+    from tests.integration.audit.test_audit_doors import AUDITOR
+
+    if not buffered:
+        monkeypatch.setattr(wado, "BUFFERED_BODY_LIMIT", 0)
+    start, _ = web_services.audit.head()
+    r = client.get(f"/dicomweb/studies/{STUDY_A}", headers=tech.auth)
+    assert r.status_code == 200 and int(r.headers["content-length"]) == len(r.content)
+    assert (sorted(split_part10(content)[1] for _, content in _parts(r))
+            == sorted(split_part10(archive[k])[1] for k in ("a1", "a2", "a3")))
+    web_services.audit.flush()
+    records = AuditQueryService(web_services.audit, web_services.policy).search(
+        AUDITOR, AuditFilter(after_seq=start, limit=100))
+    mine = [(rec.event.code, rec.action, rec.context.get("instances")) for rec in records
+            if rec.requestor and rec.requestor.user_id == tech.user_id and rec.door == "dicomweb"]
+    assert mine == [("110102", "R", 3), ("110104", "R", 3)]

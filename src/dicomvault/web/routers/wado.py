@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 
 from dicomvault.access.principal import Principal
 from dicomvault.dicomjson import dataset_to_json, render_stored_metadata, resolve_bulk_path
@@ -49,6 +49,9 @@ router = APIRouter(prefix=DICOMWEB, tags=["WADO-RS"])
 _FRAME_LIST = re.compile(r"^[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,999}$")
 _BULK_PATH = r"^[0-9A-Fa-f]{8}(/[0-9]{1,6}/[0-9A-Fa-f]{8}){0,8}$"
 THUMBNAIL_VIEWPORT = (128, 128)
+# Retrieve bodies up to this size (a single instance, a small series) are built in
+# one piece; larger ones stream.
+BUFFERED_BODY_LIMIT = 16 << 20
 
 
 def _locate(services: Services, principal: Principal, request: Request, level: str,
@@ -65,8 +68,8 @@ def _locate(services: Services, principal: Principal, request: Request, level: s
 class _Transfer:
     """A multipart retrieve's progress and its closing "Instances Transferred" record (110104).
 
-    The record is written once: after the response has gone out (a background
-    task), or at once if sending fails; it is queued rather than committed on
+    The record is written once: after the response has gone out, or at once if
+    sending fails; it is queued rather than committed on
     its own (``AuditTrail.append_soon``).  The access itself was recorded before any
     data left ("Begin Transferring", written by ``locate``).
     """
@@ -117,8 +120,38 @@ def _instances_body(services: Services, refs: list[InstanceRef], target: str, bo
         raise
 
 
+class _Recorded:
+    """Records the transfer (``_Transfer.record``) once the response is sent or has failed.
+
+    On the event loop rather than as a background task: ``record`` only queues
+    the record (``AuditTrail.append_soon``), so the thread-pool round trip a
+    synchronous background task costs would be pure overhead.
+    """
+
+    transfer: _Transfer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)  # type: ignore[misc]
+        finally:
+            self.transfer.record()
+
+
+class _StreamedInstances(_Recorded, StreamingResponse):
+    def __init__(self, body: Iterator[bytes], transfer: _Transfer, media_type: str,
+                 headers: dict[str, str]) -> None:
+        super().__init__(body, media_type=media_type, headers=headers)
+        self.transfer = transfer
+
+
+class _BufferedInstances(_Recorded, Response):
+    def __init__(self, body: bytes, transfer: _Transfer, media_type: str) -> None:
+        super().__init__(body, media_type=media_type)
+        self.transfer = transfer
+
+
 def _retrieve(request: Request, services: Services, principal: Principal, level: str,
-              study: str, series: str = "", sop: str = "") -> StreamingResponse:
+              study: str, series: str = "", sop: str = "") -> Response:
     refs = _locate(services, principal, request, level, study, series, sop)
     target = negotiate_dicom(request.headers.get("accept"), {r.transfer_syntax_uid for r in refs})
     boundary = new_boundary()
@@ -127,14 +160,17 @@ def _retrieve(request: Request, services: Services, principal: Principal, level:
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
     if target != ANY_TS:
         media += f"; transfer-syntax={target}"
-    headers = {}
-    if all(target in (ANY_TS, ref.transfer_syntax_uid) for ref in refs):
-        # Sent as stored: the length is known, so the client has the whole body
-        # without waiting for the closing chunk.
-        headers["Content-Length"] = str(multipart_length(boundary, [
-            (_part_type(ref.transfer_syntax_uid), ref.size, None) for ref in refs]))
-    return StreamingResponse(body, media_type=media, headers=headers,
-                             background=BackgroundTask(transfer.record))
+    if not all(target in (ANY_TS, ref.transfer_syntax_uid) for ref in refs):
+        return _StreamedInstances(body, transfer, media, {})
+    # Sent as stored: the length is known, so the client has the whole body
+    # without waiting for the closing chunk.
+    length = multipart_length(boundary, [(_part_type(ref.transfer_syntax_uid), ref.size, None)
+                                         for ref in refs])
+    if length <= BUFFERED_BODY_LIMIT:
+        # Decrypted here, in the endpoint's worker thread: streaming it would cost a
+        # thread-pool round trip per chunk and one more to find the end.
+        return _BufferedInstances(b"".join(body), transfer, media)
+    return _StreamedInstances(body, transfer, media, {"Content-Length": str(length)})
 
 
 def _part_type(transfer_syntax: str) -> str:
@@ -143,21 +179,21 @@ def _part_type(transfer_syntax: str) -> str:
 
 @router.get("/studies/{study}", summary="Retrieve a study")
 def retrieve_study(study: StudyUid, request: Request, services: ServicesDep,
-                   principal: CurrentPrincipal) -> StreamingResponse:
+                   principal: CurrentPrincipal) -> Response:
     """PS3.18 10.4 Retrieve Study (multipart/related; type="application/dicom")."""
     return _retrieve(request, services, principal, "STUDY", study)
 
 
 @router.get("/studies/{study}/series/{series}", summary="Retrieve a series")
 def retrieve_series(study: StudyUid, series: SeriesUid, request: Request, services: ServicesDep,
-                    principal: CurrentPrincipal) -> StreamingResponse:
+                    principal: CurrentPrincipal) -> Response:
     """PS3.18 10.4 Retrieve Series."""
     return _retrieve(request, services, principal, "SERIES", study, series)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}", summary="Retrieve an instance")
 def retrieve_instance(study: StudyUid, series: SeriesUid, sop: InstanceUid, request: Request,
-                      services: ServicesDep, principal: CurrentPrincipal) -> StreamingResponse:
+                      services: ServicesDep, principal: CurrentPrincipal) -> Response:
     """PS3.18 10.4 Retrieve Instance."""
     return _retrieve(request, services, principal, "IMAGE", study, series, sop)
 
