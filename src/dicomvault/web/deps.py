@@ -24,7 +24,8 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """The application's services (no I/O: resolved on the event loop, not in the thread pool)."""
     services: Services = request.app.state.services
     return services
 
