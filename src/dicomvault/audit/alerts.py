@@ -39,7 +39,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-from sqlalchemy import bindparam, func, literal, or_, select, text
+from sqlalchemy import Integer, bindparam, func, literal, or_, select, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -59,6 +59,7 @@ from dicomvault.audit.models import AlertState, AuditRecord, AuditSubject
 from dicomvault.audit.record import instance_count, parse_time
 from dicomvault.config import AuditSettings, PeerSettings
 from dicomvault.crypto.keyring import Keyring
+from dicomvault.index.prepared import Prepared
 
 if TYPE_CHECKING:
     from dicomvault.audit.metrics import Metrics
@@ -87,15 +88,18 @@ _BULK_TOTAL = select(func.coalesce(func.sum(AuditRecord.instance_count), 0)).whe
 RATE_BUCKET_SECONDS = 10
 RATE_HORIZON_SECONDS = 7 * 86400
 _BULK_RULE = "bulk_retrieval"
+#: Principals whose last pruned bucket is remembered (then forgotten all at once).
+_PRUNED_MEMORY = 10_000
 # Plain SQL that SQLite (3.24+) and PostgreSQL both accept as written.
-_BUCKET_ADD = text(
+# On the driver cursor (``Prepared``): they run on every retrieve's audit append.
+_BUCKET_ADD = Prepared(text(
     "INSERT INTO audit_rate_bucket (rule, subject, bucket, total) VALUES (:rule, :subject, :bucket, :n) "
-    "ON CONFLICT (rule, subject, bucket) DO UPDATE SET total = audit_rate_bucket.total + excluded.total")
-_BUCKET_PRUNE = text(
-    "DELETE FROM audit_rate_bucket WHERE rule = :rule AND subject = :subject AND bucket < :before")
-_BUCKET_SUM = text(
-    "SELECT coalesce(sum(total), 0) FROM audit_rate_bucket "
-    "WHERE rule = :rule AND subject = :subject AND bucket >= :since")
+    "ON CONFLICT (rule, subject, bucket) DO UPDATE SET total = audit_rate_bucket.total + excluded.total"))
+_BUCKET_PRUNE = Prepared(text(
+    "DELETE FROM audit_rate_bucket WHERE rule = :rule AND subject = :subject AND bucket < :before"))
+_BUCKET_SUM = Prepared(text(
+    "SELECT coalesce(sum(total), 0) AS total FROM audit_rate_bucket "
+    "WHERE rule = :rule AND subject = :subject AND bucket >= :since").columns(total=Integer))
 #: Records that touch PHI for the outside-hours rule.
 _PHI_ACCESS = {"110102", "110103", "110104", "110106", "110112"}
 _NOTIFY_CAUSES = {
@@ -219,6 +223,8 @@ class AlertEngine:
         self.metrics = metrics
         self.working_hours = parse_working_hours(settings.working_hours)
         self._tz = local_tz
+        #: Principal → the bucket its old buckets were last pruned for.
+        self._pruned: dict[str, int] = {}
 
     # -- AppendObserver -----------------------------------------------------------
 
@@ -294,9 +300,15 @@ class AlertEngine:
         buckets older than the horizon."""
         bucket = int(now.timestamp()) // RATE_BUCKET_SECONDS
         conn = session.connection()
-        conn.execute(_BUCKET_ADD, {"rule": _BULK_RULE, "subject": user, "bucket": bucket, "n": count})
-        conn.execute(_BUCKET_PRUNE, {"rule": _BULK_RULE, "subject": user,
-                                     "before": bucket - RATE_HORIZON_SECONDS // RATE_BUCKET_SECONDS})
+        _BUCKET_ADD.execute(conn, {"rule": _BULK_RULE, "subject": user, "bucket": bucket, "n": count})
+        if self._pruned.get(user) != bucket:
+            # Once per bucket and principal is enough: the sum reads only the window's
+            # buckets, so a prune lost with a rolled-back transaction costs only space.
+            _BUCKET_PRUNE.execute(conn, {"rule": _BULK_RULE, "subject": user,
+                                         "before": bucket - RATE_HORIZON_SECONDS // RATE_BUCKET_SECONDS})
+            if len(self._pruned) >= _PRUNED_MEMORY:
+                self._pruned.clear()
+            self._pruned[user] = bucket
 
     def _bulk(self, session: Session, now: datetime, user: str,
               address: str | None) -> list[AuditEvent]:
@@ -308,9 +320,9 @@ class AlertEngine:
         threshold = self.settings.bulk_retrieve_threshold
         conn = session.connection()
         if window <= RATE_HORIZON_SECONDS:
-            bound = conn.execute(_BUCKET_SUM, {"rule": _BULK_RULE, "subject": user,
-                                               "since": int(since.timestamp()) // RATE_BUCKET_SECONDS}
-                                 ).scalar() or 0
+            found = _BUCKET_SUM.first(conn, {"rule": _BULK_RULE, "subject": user,
+                                             "since": int(since.timestamp()) // RATE_BUCKET_SECONDS})
+            bound = (found.total if found is not None else 0) or 0
             if bound <= threshold or self._fired_within(session, _BULK_RULE, user, now, window):
                 return []
         total = conn.execute(_BULK_TOTAL, {"b_user": user, "b_since": since}).scalar() or 0

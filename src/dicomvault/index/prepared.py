@@ -20,10 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Delete, Insert, LargeBinary, Select, Update
+from sqlalchemy import Connection, Delete, Insert, LargeBinary, Select, TextClause, Update
 from sqlalchemy.sql.compiler import Compiled
+from sqlalchemy.sql.selectable import TextualSelect
 
-Statement = Select[Any] | Insert | Update | Delete
+#: Core statements, or plain SQL (``text()``; ``text().columns()`` for a SELECT whose
+#: values need their types' result processing).
+Statement = Select[Any] | Insert | Update | Delete | TextClause | TextualSelect
 
 Processor = Callable[[Any], Any]
 

@@ -254,11 +254,20 @@ def test_bulk_rule_window_sum_reads_only_the_principals_codes_in_the_window(aler
     assert len(_alerts(trail, "bulk_retrieval")) == 1
 
 
-def test_bulk_rule_below_its_bound_never_sums_the_records(alerting) -> None:
+def test_bulk_rule_below_its_bound_never_sums_the_records(alerting, monkeypatch) -> None:
     """Each retrieve counts in its principal's 10 s bucket; while the buckets since the
-    window's start stay under the threshold, the records are not read at all."""
+    window's start stay under the threshold, the records are not read at all.  Old
+    buckets are pruned once per bucket and principal, not on every retrieve."""
     from sqlalchemy import text
 
+    from dicomvault.audit import alerts
+
+    calls: list[str] = []
+    for name, method in (("_BUCKET_SUM", "first"), ("_BUCKET_PRUNE", "execute")):
+        prepared = getattr(alerts, name)
+        real = getattr(prepared, method)
+        monkeypatch.setattr(prepared, method,
+                            lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k))[1])
     trail, *_ = alerting
     engine = trail.session_factory.kw["bind"]
     seen, stop = _capture_sums(engine)
@@ -268,7 +277,8 @@ def test_bulk_rule_below_its_bound_never_sums_the_records(alerting) -> None:
     finally:
         stop()
     assert _record_sums(seen) == []
-    assert sum("sum(total)" in st for st, _ in seen) == 30  # one bucket sum per retrieve
+    assert calls.count("_BUCKET_SUM") == 30  # one bucket sum per retrieve
+    assert calls.count("_BUCKET_PRUNE") == 3  # one prune per bucket
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT subject, bucket, total FROM audit_rate_bucket ORDER BY bucket")).all()
     first = int(T0.timestamp()) // 10

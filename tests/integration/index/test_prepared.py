@@ -17,6 +17,7 @@ from sqlalchemy import (
     bindparam,
     insert,
     select,
+    text,
     update,
 )
 
@@ -85,3 +86,20 @@ def test_a_rolled_back_transaction_keeps_nothing(engine):
         raise RuntimeError("the unit of work failed")
     with engine.connect() as conn:
         assert conn.execute(select(ROWS.c.id)).all() == []
+
+
+def test_plain_sql_with_named_parameters_runs_on_every_dialect(engine):
+    upsert = Prepared(text(
+        "INSERT INTO prepared_rows (id, name, count) VALUES (:id, :name, :n) "
+        "ON CONFLICT (id) DO UPDATE SET count = prepared_rows.count + excluded.count"))
+    total = Prepared(text("SELECT sum(count) AS total FROM prepared_rows WHERE id >= :since")
+                     .columns(total=Integer))
+    with engine.begin() as conn:
+        upsert.execute(conn, {"id": 1, "name": "a", "n": 2})
+        upsert.execute(conn, {"id": 1, "name": "a", "n": 3})
+        upsert.execute(conn, {"id": 4, "name": "b", "n": 10})
+        assert total.first(conn, {"since": 1}).total == 15
+        assert total.first(conn, {"since": 2}).total == 10
+        assert total.first(conn, {"since": 5}).total is None
+    with engine.connect() as conn:
+        assert conn.execute(select(ROWS.c.id, ROWS.c.count).order_by(ROWS.c.id)).all() == [(1, 5), (4, 10)]
