@@ -4,7 +4,9 @@ Middleware, outermost first: metrics (route templates only), security
 headers (HSTS, CSP, nosniff, frame-ancestors, Referrer-Policy, no-store,
 CORP on DICOMweb), CORS (only ``http.cors_origins``; preflight needs no
 authentication), request size limit (``http.max_body_mb``, chunked bodies
-included).  Errors become ``application/problem+json`` (``web/problems.py``).
+included), incidents (an unhandled error → 500 with an opaque id), and the
+busiest DICOMweb GET routes served without FastAPI's per-request machinery
+(``web/hot_routes.py``).  Errors become ``application/problem+json`` (``web/problems.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dicomvault.audit.metrics import Metrics
 from dicomvault.services.context import Services
 from dicomvault.web import problems
 from dicomvault.web.deps import CSRF_HEADER
+from dicomvault.web.hot_routes import HotRoutes, hot_routes
 from dicomvault.web.middleware import (
     BodyLimitMiddleware,
     IncidentMiddleware,
@@ -45,8 +48,12 @@ def _mount_ui(app: FastAPI, services: Services) -> None:
 
 
 def create_app(services: Services, *, oidc_client_secret: str = "",
-               metrics: Metrics | None = None) -> FastAPI:
-    """Build the ASGI application around an already-built service graph."""
+               metrics: Metrics | None = None, fast_path: bool = True) -> FastAPI:
+    """Build the ASGI application around an already-built service graph.
+
+    ``fast_path=False`` sends every request through FastAPI, ``HOT_ENDPOINTS``
+    included (``web/hot_routes.py``); the tests compare the two.
+    """
     app = FastAPI(title="dicomvault", version="1.0", openapi_url="/api/openapi.json", docs_url=None,
                   redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.services = services
@@ -61,6 +68,8 @@ def create_app(services: Services, *, oidc_client_secret: str = "",
         app.include_router(router)
     _mount_ui(app, services)
     settings = services.settings.http
+    if fast_path:
+        app.add_middleware(HotRoutes, routes=hot_routes(app))
     app.add_middleware(IncidentMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_mb * 1024 * 1024)
     if settings.cors_origins:
